@@ -1,0 +1,5 @@
+import ArgumentParser
+
+struct KafkaDevCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "kafka-dev")
+}

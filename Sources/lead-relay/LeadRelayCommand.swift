@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct LeadRelayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lead-relay",
+        abstract: "Relays lead events from Kafka to the Seeker Leads API.",
+        subcommands: [KafkaDevCommand.self, ValidateCommand.self]
+    )
+}

@@ -1,0 +1,5 @@
+import ArgumentParser
+
+struct ValidateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "validate")
+}
