@@ -16,6 +16,7 @@ release: deps
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	python3 -m pytest -q -p no:cacheprovider deploy/tests
 
 demo: deps
 	$(SWIFT) build --product lead-relay
