@@ -1,0 +1,125 @@
+import Foundation
+import GRDB
+
+/// A lead the API accepted: what a later DUPLICATE of it reports.
+public struct SubmittedLead: Sendable, Equatable {
+    public var dedupeKey: String
+    public var requestId: String
+    public var title: String
+    public var submittedAt: Date
+    public var httpStatus: Int
+    public var attempts: Int
+    public var firstAttemptAt: Date
+
+    public init(
+        dedupeKey: String, requestId: String, title: String, submittedAt: Date, httpStatus: Int, attempts: Int,
+        firstAttemptAt: Date
+    ) {
+        self.dedupeKey = dedupeKey
+        self.requestId = requestId
+        self.title = title
+        self.submittedAt = submittedAt
+        self.httpStatus = httpStatus
+        self.attempts = attempts
+        self.firstAttemptAt = firstAttemptAt
+    }
+}
+
+/// The keys submitted within the TTL, in a SQLite file (WAL mode) that survives restarts.
+///
+/// Only submissions are remembered: a dead-lettered key is not, so a re-driven record goes through.
+/// Calls block for the length of one indexed SQLite statement (microseconds; a write also appends to the WAL).
+public final class DedupeStore: Sendable {
+    private let pool: DatabasePool
+    private let ttl: TimeInterval
+
+    private static let lookupSQL = """
+        SELECT request_id, title, submitted_at, http_status, attempts, first_attempt_at
+        FROM submitted_leads WHERE dedupe_key = ? AND submitted_at >= ?
+        """
+    private static let upsertSQL = """
+        INSERT INTO submitted_leads
+            (dedupe_key, request_id, title, submitted_at, http_status, attempts, first_attempt_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT(dedupe_key) DO UPDATE SET
+            request_id = excluded.request_id, title = excluded.title, submitted_at = excluded.submitted_at,
+            http_status = excluded.http_status, attempts = excluded.attempts,
+            first_attempt_at = excluded.first_attempt_at
+        """
+
+    /// Opens (creating when missing) the store at `path`.
+    public init(path: String, ttl: Duration) throws {
+        var configuration = Configuration()
+        configuration.label = "lead-relay.dedupe"
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            // WAL with NORMAL keeps every commit across a process crash; only a power cut may lose the last ones.
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        pool = try DatabasePool(path: path, configuration: configuration)
+        self.ttl = Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-submitted-leads") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE submitted_leads (
+                        dedupe_key TEXT PRIMARY KEY NOT NULL,
+                        request_id TEXT NOT NULL,
+                        title TEXT NOT NULL,
+                        submitted_at REAL NOT NULL,
+                        http_status INTEGER NOT NULL,
+                        attempts INTEGER NOT NULL,
+                        first_attempt_at REAL NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE INDEX submitted_leads_by_time ON submitted_leads(submitted_at);
+                    """)
+        }
+        try migrator.migrate(pool)
+    }
+
+    /// The submission of `key` within the TTL before `now`, if any.
+    public func submission(forKey key: String, now: Date = Date()) throws -> SubmittedLead? {
+        let cutoff = now.timeIntervalSince1970 - ttl
+        return try pool.read { db in
+            let statement = try db.cachedStatement(sql: Self.lookupSQL)
+            guard let row = try Row.fetchOne(statement, arguments: [key, cutoff]) else { return nil }
+            return SubmittedLead(
+                dedupeKey: key, requestId: row[0], title: row[1],
+                submittedAt: Date(timeIntervalSince1970: row[2]), httpStatus: row[3], attempts: row[4],
+                firstAttemptAt: Date(timeIntervalSince1970: row[5]))
+        }
+    }
+
+    /// Remembers `lead`, replacing an older (expired) submission of the same key.
+    public func recordSubmitted(_ lead: SubmittedLead) throws {
+        try pool.write { db in
+            let statement = try db.cachedStatement(sql: Self.upsertSQL)
+            try statement.execute(arguments: [
+                lead.dedupeKey, lead.requestId, lead.title, lead.submittedAt.timeIntervalSince1970, lead.httpStatus,
+                lead.attempts, lead.firstAttemptAt.timeIntervalSince1970,
+            ])
+        }
+    }
+
+    /// Forgets submissions older than the TTL; returns how many were removed.
+    @discardableResult
+    public func purgeExpired(now: Date = Date()) throws -> Int {
+        let cutoff = now.timeIntervalSince1970 - ttl
+        return try pool.write { db in
+            try db.execute(sql: "DELETE FROM submitted_leads WHERE submitted_at < ?", arguments: [cutoff])
+            return db.changesCount
+        }
+    }
+
+    /// Whether the store answers a read and accepts a write (for the readiness check).
+    public func checkHealth() -> Bool {
+        do {
+            try pool.write { db in
+                try db.execute(sql: "SELECT count(*) FROM (SELECT 1 FROM submitted_leads LIMIT 1)")
+            }
+            return true
+        } catch {
+            return false
+        }
+    }
+}

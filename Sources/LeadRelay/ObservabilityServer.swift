@@ -1,0 +1,83 @@
+import Hummingbird
+import Logging
+import Prometheus
+import ServiceLifecycle
+import Synchronization
+
+/// The operators' HTTP endpoint, as a service: `GET /health/live`, `GET /health/ready`, `GET /metrics`.
+///
+/// It ends on graceful shutdown of its service group; put it first in the group so that it is the last to stop.
+public final class ObservabilityServer: Service, Sendable {
+    private let host: String
+    private let port: Int
+    private let readiness: Readiness
+    private let registry: PrometheusCollectorRegistry
+    private let metrics: RelayMetrics?
+    private let logger: Logger
+    private let onRunning: @Sendable (Int) async -> Void
+    private let bound = Mutex<Int?>(nil)
+
+    /// `port` 0 lets the system choose; `onRunning` then learns the port (also readable as `boundPort`).
+    public init(
+        host: String, port: Int, readiness: Readiness, registry: PrometheusCollectorRegistry,
+        metrics: RelayMetrics? = nil, logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) {
+        self.host = host
+        self.port = port
+        self.readiness = readiness
+        self.registry = registry
+        self.metrics = metrics
+        self.logger = logger
+        self.onRunning = onRunning
+    }
+
+    /// The port the server listens on, once it does.
+    public var boundPort: Int? { bound.withLock { $0 } }
+
+    public func run() async throws {
+        let application = Application(
+            router: Self.makeRouter(readiness: readiness, registry: registry, metrics: metrics),
+            configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? 0
+                self.bound.withLock { $0 = port }
+                self.logger.info(
+                    "health and metrics endpoint listening", metadata: ["host": "\(self.host)", "port": "\(port)"])
+                await self.onRunning(port)
+            },
+            logger: logger
+        )
+        try await application.run()
+    }
+
+    static let metricsContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    /// The routes, without a socket: tests drive them with HummingbirdTesting's router client.
+    public static func makeRouter(
+        readiness: Readiness, registry: PrometheusCollectorRegistry, metrics: RelayMetrics? = nil
+    ) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("/health/live") { _, _ in
+            jsonResponse(.ok, #"{"status":"live"}"#)
+        }
+        router.get("/health/ready") { _, _ in
+            let report = await readiness.evaluate()
+            metrics?.setReady(report.isReady)
+            return jsonResponse(report.isReady ? .ok : .serviceUnavailable, report.json)
+        }
+        router.get("/metrics") { _, _ in
+            // A scrape also refreshes lead_relay_ready, so that it is current without a readiness poller.
+            if let metrics { metrics.setReady(await readiness.evaluate().isReady) }
+            return Response(
+                status: .ok, headers: [.contentType: metricsContentType],
+                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+        }
+        return router
+    }
+
+    private static func jsonResponse(_ status: HTTPResponse.Status, _ body: String) -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}

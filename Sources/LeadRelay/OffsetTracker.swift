@@ -1,0 +1,116 @@
+import Kafka
+import Synchronization
+
+/// Which offsets may be committed: per partition, up to the first record whose outcome is not yet acknowledged.
+///
+/// Records of one partition begin in offset order (gaps allowed: compaction and transaction markers leave them),
+/// and complete in any order. Each call is O(1) amortised, except `complete` which is O(log n) in the records of
+/// its partition still in flight.
+public final class OffsetTracker: Sendable {
+    private struct PartitionState {
+        /// Offsets begun and not yet passed by the committable point, ascending; `done` marks the completed ones.
+        var offsets: [Int64] = []
+        var done: [Bool] = []
+        /// Index of the first live entry in `offsets`/`done`; the prefix before it is dead and reclaimed lazily.
+        var head = 0
+        var inFlight = 0
+        /// The offset after the last completed record of the committable prefix, once one exists.
+        var committable: Int64?
+        var committed: Int64?
+
+        mutating func begin(_ offset: Int64) {
+            if let last = offsets.last, head < offsets.count, offset <= last {
+                // The consumer was rewound (a seek, or the partition came back): start over from here.
+                self = PartitionState(committed: committed)
+            } else if let committable, head == offsets.count, offset < committable {
+                self = PartitionState(committed: committed)
+            }
+            offsets.append(offset)
+            done.append(false)
+            inFlight += 1
+        }
+
+        mutating func complete(_ offset: Int64) {
+            guard let index = index(of: offset), !done[index] else { return }
+            done[index] = true
+            inFlight -= 1
+            while head < offsets.count, done[head] {
+                committable = offsets[head] + 1
+                head += 1
+            }
+            if head < offsets.count {
+                // The first pending record bounds the commit, also when offsets were skipped before it.
+                if let current = committable, offsets[head] > current { committable = offsets[head] }
+            }
+            if head > 1024, head * 2 > offsets.count {
+                offsets.removeFirst(head)
+                done.removeFirst(head)
+                head = 0
+            }
+        }
+
+        private func index(of offset: Int64) -> Int? {
+            var low = head
+            var high = offsets.count
+            while low < high {
+                let middle = (low + high) / 2
+                if offsets[middle] < offset { low = middle + 1 } else { high = middle }
+            }
+            return low < offsets.count && offsets[low] == offset ? low : nil
+        }
+    }
+
+    private let partitions = Mutex<[TopicPartition: PartitionState]>([:])
+
+    public init() {}
+
+    /// The record at `offset` was taken for processing.
+    public func begin(_ partition: TopicPartition, offset: Int64) {
+        partitions.withLock { $0[partition, default: PartitionState()].begin(offset) }
+    }
+
+    /// The record's outcome was acknowledged by the broker. Unknown offsets (of a removed partition) are ignored.
+    public func complete(_ partition: TopicPartition, offset: Int64) {
+        partitions.withLock { $0[partition]?.complete(offset) }
+    }
+
+    /// Per partition, the next offset to commit (every record below it is done), for the partitions where it
+    /// moved past the last committed one.
+    public func committable() -> [TopicPartition: Int64] {
+        partitions.withLock { states in
+            var result: [TopicPartition: Int64] = [:]
+            for (partition, state) in states {
+                guard let next = state.committable else { continue }
+                if let committed = state.committed, committed >= next { continue }
+                result[partition] = next
+            }
+            return result
+        }
+    }
+
+    /// The offsets were committed: `committable()` leaves these partitions out until they move further.
+    public func markCommitted(_ offsets: [TopicPartition: Int64]) {
+        partitions.withLock { states in
+            for (partition, offset) in offsets {
+                guard var state = states[partition] else { continue }
+                state.committed = max(state.committed ?? offset, offset)
+                states[partition] = state
+            }
+        }
+    }
+
+    /// Forgets revoked partitions; their records' later completions are ignored.
+    public func remove(_ revoked: some Sequence<TopicPartition>) {
+        partitions.withLock { states in
+            for partition in revoked { states[partition] = nil }
+        }
+    }
+
+    public func inFlightCount(_ partition: TopicPartition) -> Int {
+        partitions.withLock { $0[partition]?.inFlight ?? 0 }
+    }
+
+    public var totalInFlight: Int {
+        partitions.withLock { $0.values.reduce(0) { $0 + $1.inFlight } }
+    }
+}

@@ -1,0 +1,373 @@
+import Foundation
+import Logging
+
+/// A configuration value that stops start-up: the pipeline prints `line` and exits with status 2.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    /// The environment variable at fault, exactly as the operator spells it (possibly with `_FILE`).
+    public var variable: String
+    public var message: String
+
+    public init(variable: String, message: String) {
+        self.variable = variable
+        self.message = message
+    }
+
+    /// One line naming the variable, e.g. `lead-relay: LEAD_RELAY_HTTP_PORT: must be an integer from 0 to 65535, got "abc"`.
+    public var line: String { "lead-relay: \(variable): \(message)" }
+    public var description: String { line }
+}
+
+/// Everything `lead-relay run` reads from its environment, validated and converted to plain Swift values.
+///
+/// The pipeline maps these values onto the Kafka and SeekerLeads configuration types; this type knows neither.
+public struct RelayConfiguration: Sendable {
+    public enum LogFormat: String, Sendable, CaseIterable {
+        case json
+        case text
+    }
+
+    /// How the API client authenticates: exactly one of the two is configured.
+    public enum SeekerLeadsAuthentication: Sendable, Equatable {
+        case staticToken(String)
+        case clientCredentials(tokenURL: URL, clientID: String, clientSecret: String, audience: String)
+    }
+
+    /// librdkafka properties from every `KAFKA_<NAME>` variable, `bootstrap.servers` included.
+    public var kafkaProperties: [String: String]
+    public var groupID: String
+    public var inputTopic: String
+    public var resultsTopic: String
+    public var deadLetterTopic: String
+    public var eventType: String
+    public var maxEventBytes: Int
+
+    public var seekerLeadsBaseURL: URL
+    public var seekerLeadsAuthentication: SeekerLeadsAuthentication
+    public var seekerLeadsTimeout: Duration
+
+    public var maxInFlight: Int
+    public var rateLimit: Int
+    public var rateWindow: Duration
+    public var rateMargin: Duration
+    public var retryBase: Duration
+    public var retryMax: Duration
+    /// `nil` retries transient failures forever (`LEAD_RELAY_RETRY_DEADLINE_SECONDS=0`).
+    public var retryDeadline: Duration?
+    public var circuitThreshold: Int
+    public var maxPendingRecords: Int
+
+    public var httpHost: String
+    public var httpPort: Int
+    public var dedupeDatabasePath: String
+    public var dedupeTTL: Duration
+    public var shutdownTimeout: Duration
+    public var logLevel: Logger.Level
+    public var logFormat: LogFormat
+
+    public var kafkaBootstrapServers: String { kafkaProperties["bootstrap.servers"] ?? "" }
+
+    /// Reads and validates the environment. Secrets may be given as `<NAME>_FILE`, the path of a file holding them.
+    public static func fromEnvironment(_ env: [String: String]) throws(ConfigurationError) -> RelayConfiguration {
+        let reader = EnvironmentReader(env)
+        let baseURL = try reader.httpURL("SEEKER_LEADS_BASE_URL")
+        let retryBaseMilliseconds = try reader.integer("LEAD_RELAY_RETRY_BASE_MS", default: 200, in: 1...3_600_000)
+        let retryMaxMilliseconds = try reader.integer(
+            "LEAD_RELAY_RETRY_MAX_MS", default: 30_000, in: retryBaseMilliseconds...86_400_000)
+        let retryDeadlineSeconds = try reader.integer(
+            "LEAD_RELAY_RETRY_DEADLINE_SECONDS", default: 3600, in: 0...31_536_000)
+
+        return RelayConfiguration(
+            kafkaProperties: try reader.kafkaProperties(),
+            groupID: try reader.groupID("LEAD_RELAY_GROUP_ID", default: "lead-relay"),
+            inputTopic: try reader.topic("LEAD_RELAY_INPUT_TOPIC", default: "leads.submitted"),
+            resultsTopic: try reader.topic("LEAD_RELAY_RESULTS_TOPIC", default: "leads.results"),
+            deadLetterTopic: try reader.topic("LEAD_RELAY_DLQ_TOPIC", default: "leads.dlq"),
+            eventType: try reader.nonEmptyLine("LEAD_RELAY_EVENT_TYPE", default: "lead.submitted"),
+            maxEventBytes: try reader.integer("LEAD_RELAY_MAX_EVENT_BYTES", default: 65_536, in: 1...16_777_216),
+            seekerLeadsBaseURL: baseURL,
+            seekerLeadsAuthentication: try reader.authentication(baseURL: baseURL),
+            seekerLeadsTimeout: .milliseconds(
+                try reader.integer("SEEKER_LEADS_TIMEOUT_MS", default: 10_000, in: 1...3_600_000)),
+            maxInFlight: try reader.integer("LEAD_RELAY_MAX_IN_FLIGHT", default: 10, in: 1...10_000),
+            rateLimit: try reader.integer("LEAD_RELAY_RATE_LIMIT", default: 10, in: 1...1_000_000),
+            rateWindow: .milliseconds(try reader.integer("LEAD_RELAY_RATE_WINDOW_MS", default: 200, in: 1...3_600_000)),
+            rateMargin: .milliseconds(try reader.integer("LEAD_RELAY_RATE_MARGIN_MS", default: 1, in: 0...60_000)),
+            retryBase: .milliseconds(retryBaseMilliseconds),
+            retryMax: .milliseconds(retryMaxMilliseconds),
+            retryDeadline: retryDeadlineSeconds == 0 ? nil : .seconds(retryDeadlineSeconds),
+            circuitThreshold: try reader.integer("LEAD_RELAY_CIRCUIT_THRESHOLD", default: 5, in: 1...1_000_000),
+            maxPendingRecords: try reader.integer(
+                "LEAD_RELAY_MAX_PENDING_RECORDS", default: 2000, in: 1...10_000_000),
+            httpHost: try reader.host("LEAD_RELAY_HTTP_HOST", default: "0.0.0.0"),
+            httpPort: try reader.integer("LEAD_RELAY_HTTP_PORT", default: 8080, in: 0...65_535),
+            dedupeDatabasePath: try reader.nonEmptyLine("LEAD_RELAY_DEDUPE_DB", default: "lead-relay.sqlite"),
+            dedupeTTL: .seconds(try reader.integer("LEAD_RELAY_DEDUPE_TTL_HOURS", default: 168, in: 1...876_000) * 3600),
+            shutdownTimeout: .seconds(
+                try reader.integer("LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS", default: 25, in: 0...86_400)),
+            logLevel: try reader.choice(
+                "LEAD_RELAY_LOG_LEVEL", default: .info, choices: Logger.Level.allCases.map { ($0.rawValue, $0) }),
+            logFormat: try reader.choice(
+                "LEAD_RELAY_LOG_FORMAT", default: .json, choices: LogFormat.allCases.map { ($0.rawValue, $0) })
+        )
+    }
+}
+
+extension RelayConfiguration: CustomStringConvertible {
+    /// Every value, with secrets replaced by `[redacted]`: safe to log.
+    public var description: String {
+        let auth =
+            switch seekerLeadsAuthentication {
+            case .staticToken: "static-token([redacted])"
+            case .clientCredentials(let tokenURL, _, _, let audience):
+                "client-credentials(tokenURL: \(tokenURL.absoluteString), clientID: [redacted], "
+                    + "clientSecret: [redacted], audience: \(audience))"
+            }
+        let kafka = kafkaProperties.sorted { $0.key < $1.key }.map { key, value in
+            "\(key)=\(EnvironmentReader.isSecretName(key) ? "[redacted]" : value)"
+        }
+        return """
+            RelayConfiguration(kafka: [\(kafka.joined(separator: ", "))], groupID: \(groupID), \
+            inputTopic: \(inputTopic), resultsTopic: \(resultsTopic), deadLetterTopic: \(deadLetterTopic), \
+            eventType: \(eventType), maxEventBytes: \(maxEventBytes), \
+            seekerLeadsBaseURL: \(seekerLeadsBaseURL.absoluteString), auth: \(auth), \
+            seekerLeadsTimeout: \(seekerLeadsTimeout), maxInFlight: \(maxInFlight), rateLimit: \(rateLimit), \
+            rateWindow: \(rateWindow), rateMargin: \(rateMargin), retryBase: \(retryBase), retryMax: \(retryMax), \
+            retryDeadline: \(retryDeadline.map { "\($0)" } ?? "forever"), circuitThreshold: \(circuitThreshold), \
+            maxPendingRecords: \(maxPendingRecords), http: \(httpHost):\(httpPort), \
+            dedupeDatabasePath: \(dedupeDatabasePath), dedupeTTL: \(dedupeTTL), shutdownTimeout: \(shutdownTimeout), \
+            logLevel: \(logLevel), logFormat: \(logFormat.rawValue))
+            """
+    }
+}
+
+/// Reads single variables, each failure naming its variable.
+struct EnvironmentReader {
+    private let env: [String: String]
+
+    init(_ env: [String: String]) { self.env = env }
+
+    /// Kafka property names and variable names that hold secrets: their values are never printed.
+    static func isSecretName(_ name: String) -> Bool {
+        let upper = name.uppercased()
+        return upper.contains("PASSWORD") || upper.contains("SECRET")
+    }
+
+    /// The raw value of `name`, or of the file named by `<name>_FILE`; `nil` when neither is set.
+    func value(_ name: String, fileAllowed: Bool = false) throws(ConfigurationError) -> String? {
+        let fileVariable = name + "_FILE"
+        guard fileAllowed, let path = env[fileVariable] else { return env[name] }
+        if env[name] != nil {
+            throw ConfigurationError(variable: fileVariable, message: "give either \(name) or \(fileVariable), not both")
+        }
+        guard !path.isEmpty else { throw ConfigurationError(variable: fileVariable, message: "must be a file path") }
+        let contents: String
+        do {
+            contents = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigurationError(variable: fileVariable, message: "cannot read the file \(quoted(path))")
+        }
+        var trimmed = Substring(contents)
+        while let last = trimmed.last, last == "\n" || last == "\r" { trimmed.removeLast() }
+        return String(trimmed)
+    }
+
+    func required(_ name: String, fileAllowed: Bool = false) throws(ConfigurationError) -> String {
+        guard let value = try value(name, fileAllowed: fileAllowed) else {
+            throw ConfigurationError(variable: name, message: fileAllowed ? "required (or \(name)_FILE)" : "required")
+        }
+        guard !value.isEmpty else { throw ConfigurationError(variable: name, message: "must not be empty") }
+        return value
+    }
+
+    func integer(_ name: String, default defaultValue: Int, in range: ClosedRange<Int>) throws(ConfigurationError)
+        -> Int
+    {
+        guard let raw = env[name] else { return defaultValue }
+        guard let value = Int(raw), range.contains(value) else {
+            throw ConfigurationError(
+                variable: name,
+                message: "must be an integer from \(range.lowerBound) to \(range.upperBound), got \(quoted(raw))")
+        }
+        return value
+    }
+
+    func choice<Value>(_ name: String, default defaultValue: Value, choices: [(String, Value)]) throws(ConfigurationError)
+        -> Value
+    {
+        guard let raw = env[name] else { return defaultValue }
+        guard let match = choices.first(where: { $0.0 == raw.lowercased() }) else {
+            let names = choices.map(\.0).joined(separator: "|")
+            throw ConfigurationError(variable: name, message: "must be one of \(names), got \(quoted(raw))")
+        }
+        return match.1
+    }
+
+    func nonEmptyLine(_ name: String, default defaultValue: String) throws(ConfigurationError) -> String {
+        guard let raw = env[name] else { return defaultValue }
+        guard !raw.isEmpty, !raw.contains(where: \.isNewline) else {
+            throw ConfigurationError(variable: name, message: "must be a non-empty single line, got \(quoted(raw))")
+        }
+        return raw
+    }
+
+    /// Kafka's legal topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+    func topic(_ name: String, default defaultValue: String) throws(ConfigurationError) -> String {
+        guard let raw = env[name] else { return defaultValue }
+        guard (1...249).contains(raw.utf8.count), raw != ".", raw != "..",
+            raw.utf8.allSatisfy({ Self.isTopicByte($0) })
+        else {
+            throw ConfigurationError(
+                variable: name, message: "must be a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -), got \(quoted(raw))")
+        }
+        return raw
+    }
+
+    func groupID(_ name: String, default defaultValue: String) throws(ConfigurationError) -> String {
+        guard let raw = env[name] else { return defaultValue }
+        guard !raw.isEmpty, raw.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }) else {
+            throw ConfigurationError(
+                variable: name, message: "must be a non-empty group id without spaces, got \(quoted(raw))")
+        }
+        return raw
+    }
+
+    func host(_ name: String, default defaultValue: String) throws(ConfigurationError) -> String {
+        guard let raw = env[name] else { return defaultValue }
+        guard Self.isHost(raw) else {
+            throw ConfigurationError(variable: name, message: "must be a host name or IP address, got \(quoted(raw))")
+        }
+        return raw
+    }
+
+    func httpURL(_ name: String) throws(ConfigurationError) -> URL {
+        let raw = try required(name)
+        guard let url = URL(string: raw), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
+            let host = url.host, !host.isEmpty, url.user == nil, url.query == nil, url.fragment == nil
+        else {
+            throw ConfigurationError(
+                variable: name, message: "must be an absolute http or https URL, got \(quoted(raw))")
+        }
+        return url
+    }
+
+    func authentication(baseURL: URL) throws(ConfigurationError) -> RelayConfiguration.SeekerLeadsAuthentication {
+        let token = try value("SEEKER_LEADS_TOKEN", fileAllowed: true)
+        let credentialNames = ["SEEKER_LEADS_TOKEN_URL", "SEEKER_LEADS_CLIENT_ID", "SEEKER_LEADS_CLIENT_SECRET"]
+        let credentialsGiven = credentialNames.contains { env[$0] != nil || env[$0 + "_FILE"] != nil }
+        if let token {
+            if let extra = credentialNames.first(where: { env[$0] != nil || env[$0 + "_FILE"] != nil }) {
+                throw ConfigurationError(
+                    variable: extra, message: "give either SEEKER_LEADS_TOKEN or client credentials, not both")
+            }
+            guard !token.isEmpty, !token.contains(where: { $0.isWhitespace }) else {
+                throw ConfigurationError(
+                    variable: env["SEEKER_LEADS_TOKEN_FILE"] != nil ? "SEEKER_LEADS_TOKEN_FILE" : "SEEKER_LEADS_TOKEN",
+                    message: "must be a non-empty token without whitespace")
+            }
+            return .staticToken(token)
+        }
+        guard credentialsGiven else {
+            throw ConfigurationError(
+                variable: "SEEKER_LEADS_TOKEN",
+                message: "required: set SEEKER_LEADS_TOKEN, or SEEKER_LEADS_TOKEN_URL with "
+                    + "SEEKER_LEADS_CLIENT_ID and SEEKER_LEADS_CLIENT_SECRET")
+        }
+        let tokenURL = try httpURL("SEEKER_LEADS_TOKEN_URL")
+        let clientID = try required("SEEKER_LEADS_CLIENT_ID", fileAllowed: true)
+        let clientSecret = try required("SEEKER_LEADS_CLIENT_SECRET", fileAllowed: true)
+        let audience = try nonEmptyLine("SEEKER_LEADS_AUDIENCE", default: baseURL.absoluteString)
+        return .clientCredentials(tokenURL: tokenURL, clientID: clientID, clientSecret: clientSecret, audience: audience)
+    }
+
+    /// `KAFKA_<NAME>` becomes `<name>` lower-cased with `_` turned into `.`; `KAFKA_<NAME>_FILE` supplies `<NAME>`'s value.
+    func kafkaProperties() throws(ConfigurationError) -> [String: String] {
+        var names = Set<String>()
+        for variable in env.keys where variable.hasPrefix("KAFKA_") && variable.count > "KAFKA_".count {
+            names.insert(variable.hasSuffix("_FILE") ? String(variable.dropLast("_FILE".count)) : variable)
+        }
+        names.remove("KAFKA")
+        var properties: [String: String] = [:]
+        for variable in names.sorted() {
+            guard let value = try value(variable, fileAllowed: true) else { continue }
+            let property = variable.dropFirst("KAFKA_".count).lowercased().replacingOccurrences(of: "_", with: ".")
+            properties[property] = value
+        }
+        let servers = try required("KAFKA_BOOTSTRAP_SERVERS", fileAllowed: true)
+        guard Self.isBootstrapList(servers) else {
+            throw ConfigurationError(
+                variable: "KAFKA_BOOTSTRAP_SERVERS",
+                message: "must be a comma-separated list of host:port, got \(quoted(servers))")
+        }
+        return properties
+    }
+
+    private static func isTopicByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+            true
+        default: false
+        }
+    }
+
+    /// A DNS name, an IPv4 address, or an IPv6 address (bare or in brackets).
+    static func isHost(_ host: String) -> Bool {
+        if host.hasPrefix("["), host.hasSuffix("]") { return isIPv6(String(host.dropFirst().dropLast())) }
+        if host.contains(":") { return isIPv6(host) }
+        guard (1...253).contains(host.utf8.count) else { return false }
+        return host.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            (1...63).contains(label.utf8.count) && !label.hasPrefix("-") && !label.hasSuffix("-")
+                && label.utf8.allSatisfy { byte in
+                    switch byte {
+                    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                        UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"):
+                        true
+                    default: false
+                    }
+                }
+        }
+    }
+
+    private static func isIPv6(_ address: String) -> Bool {
+        var storage = in6_addr()
+        return inet_pton(AF_INET6, address, &storage) == 1
+    }
+
+    /// librdkafka's `bootstrap.servers`: `[protocol://]host[:port]` entries separated by commas.
+    private static func isBootstrapList(_ servers: String) -> Bool {
+        servers.split(separator: ",", omittingEmptySubsequences: false).allSatisfy { rawEntry in
+            var entry = Substring(rawEntry.trimmingCharacters(in: .whitespaces))
+            if let schemeEnd = entry.range(of: "://") { entry = entry[schemeEnd.upperBound...] }
+            let host: Substring
+            if entry.hasPrefix("["), let close = entry.firstIndex(of: "]") {
+                host = entry[...close]
+                entry = entry[entry.index(after: close)...]
+            } else if let colon = entry.lastIndex(of: ":") {
+                host = entry[..<colon]
+                entry = entry[colon...]
+            } else {
+                host = entry
+                entry = ""
+            }
+            guard isHost(String(host)) else { return false }
+            guard !entry.isEmpty else { return true }
+            guard entry.first == ":", let port = Int(entry.dropFirst()) else { return false }
+            return (1...65_535).contains(port)
+        }
+    }
+}
+
+/// A value as the operator typed it, quoted and with control characters escaped, for error lines.
+func quoted(_ raw: String) -> String {
+    var result = "\""
+    for scalar in raw.unicodeScalars.prefix(200) {
+        switch scalar {
+        case "\"": result += "\\\""
+        case "\\": result += "\\\\"
+        case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+            result += String(format: "\\u%04X", scalar.value)
+        default: result.unicodeScalars.append(scalar)
+        }
+    }
+    return result + "\""
+}

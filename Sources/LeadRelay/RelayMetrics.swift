@@ -1,0 +1,118 @@
+import CoreMetrics
+import Foundation
+import Kafka
+import Synchronization
+
+/// The relay's own metrics, created once. The API client's metrics (`lead_relay_api_*`, `lead_relay_budget_wait_seconds`,
+/// `lead_relay_retries_total`) are emitted by the SeekerLeads module through the same swift-metrics backend.
+///
+/// Every labelled series a dashboard relies on exists from the start, at zero.
+public final class RelayMetrics: Sendable {
+    public enum Outcome: String, Sendable, CaseIterable {
+        case submitted
+        case duplicate
+        case deadLettered = "dead_lettered"
+    }
+
+    /// The dead-letter reasons of the relay issue; the series of each exists from the start.
+    public static let deadLetterReasons = [
+        "malformed", "unsupported-type", "schema-violation", "rejected-by-api", "retries-exhausted",
+    ]
+
+    private let factory: any MetricsFactory
+    private let recordsConsumed: Counter
+    private let outcomes: [Outcome: Counter]
+    private let deadLetters: Mutex<[String: Counter]>
+    private let endToEnd: CoreMetrics.Timer
+    private let circuitOpen: Gauge
+    private let authFailing: Gauge
+    private let ready: Gauge
+    private let inProcessRecords: Meter
+    private let consumerLag = Mutex<[TopicPartition: Gauge]>([:])
+
+    /// `factory` is the process's backend by default; tests pass a `RelayMetricsFactory` over their own registry.
+    public init(factory: any MetricsFactory = MetricsSystem.factory) {
+        self.factory = factory
+        recordsConsumed = Counter(label: "lead_relay_records_consumed_total", factory: factory)
+        outcomes = Dictionary(
+            uniqueKeysWithValues: Outcome.allCases.map { outcome in
+                (
+                    outcome,
+                    Counter(
+                        label: "lead_relay_outcomes_total", dimensions: [("outcome", outcome.rawValue)],
+                        factory: factory)
+                )
+            })
+        deadLetters = Mutex(
+            Dictionary(
+                uniqueKeysWithValues: Self.deadLetterReasons.map { reason in
+                    (reason, Self.deadLetterCounter(reason: reason, factory: factory))
+                }))
+        endToEnd = CoreMetrics.Timer(label: "lead_relay_end_to_end_seconds", factory: factory)
+        circuitOpen = Gauge(label: "lead_relay_circuit_open", factory: factory)
+        authFailing = Gauge(label: "lead_relay_auth_failing", factory: factory)
+        ready = Gauge(label: "lead_relay_ready", factory: factory)
+        inProcessRecords = Meter(label: "lead_relay_in_process_records", factory: factory)
+        for counter in outcomes.values { counter.increment(by: 0) }
+        for gauge in [circuitOpen, authFailing, ready] { gauge.record(0) }
+        inProcessRecords.set(0)
+    }
+
+    private static func deadLetterCounter(reason: String, factory: any MetricsFactory) -> Counter {
+        let counter = Counter(label: "lead_relay_dead_letters_total", dimensions: [("reason", reason)], factory: factory)
+        counter.increment(by: 0)
+        return counter
+    }
+
+    public func recordConsumed() {
+        recordsConsumed.increment()
+    }
+
+    /// One record reached `outcome`; `recordTimestamp` (the Kafka record's) starts the end-to-end time.
+    public func recordOutcome(
+        _ outcome: Outcome, deadLetterReason: String? = nil, recordTimestamp: Date?, completedAt: Date = Date()
+    ) {
+        outcomes[outcome]?.increment()
+        if let deadLetterReason {
+            let counter = deadLetters.withLock { counters in
+                if let existing = counters[deadLetterReason] { return existing }
+                let created = Self.deadLetterCounter(reason: deadLetterReason, factory: factory)
+                counters[deadLetterReason] = created
+                return created
+            }
+            counter.increment()
+        }
+        if let recordTimestamp {
+            let elapsed = max(0, completedAt.timeIntervalSince(recordTimestamp))
+            endToEnd.recordNanoseconds(Int64(elapsed * 1e9))
+        }
+    }
+
+    public func setCircuitOpen(_ open: Bool) { circuitOpen.record(open ? 1 : 0) }
+    public func setAuthFailing(_ failing: Bool) { authFailing.record(failing ? 1 : 0) }
+    public func setReady(_ isReady: Bool) { ready.record(isReady ? 1 : 0) }
+    public func setInProcessRecords(_ count: Int) { inProcessRecords.set(count) }
+
+    /// Replaces the lag series: partitions no longer given (revoked) lose theirs.
+    public func recordLag(_ lag: [TopicPartition: Int64]) {
+        let gone = consumerLag.withLock { gauges -> [Gauge] in
+            var gone: [Gauge] = []
+            for (partition, gauge) in gauges where lag[partition] == nil {
+                gone.append(gauge)
+                gauges[partition] = nil
+            }
+            for (partition, value) in lag {
+                let gauge =
+                    gauges[partition]
+                    ?? Gauge(
+                        label: "lead_relay_consumer_lag",
+                        dimensions: [("topic", partition.topic), ("partition", String(partition.partition))],
+                        factory: factory)
+                gauges[partition] = gauge
+                gauge.record(max(0, value))
+            }
+            return gone
+        }
+        for gauge in gone { gauge.destroy() }
+    }
+}

@@ -1,0 +1,106 @@
+import CoreMetrics
+import Prometheus
+
+/// swift-metrics over a Prometheus registry, as `PrometheusMetricsFactory` but with a `# HELP` line for every metric
+/// (`promtool check metrics` requires one) and histogram buckets chosen per metric. Timers become histograms in
+/// seconds; gauges and meters become gauges.
+public struct RelayMetricsFactory: MetricsFactory {
+    public let registry: PrometheusCollectorRegistry
+
+    public init(registry: PrometheusCollectorRegistry) {
+        self.registry = registry
+    }
+
+    /// Makes this factory the process's swift-metrics backend, so that every module's metrics land in `registry`.
+    /// Call once, at start-up.
+    public static func bootstrap(registry: PrometheusCollectorRegistry) {
+        MetricsSystem.bootstrap(RelayMetricsFactory(registry: registry))
+    }
+
+    static let helpTexts: [String: String] = [
+        "lead_relay_records_consumed_total": "Records taken from the input topic.",
+        "lead_relay_outcomes_total": "Records that reached their outcome, by outcome.",
+        "lead_relay_dead_letters_total": "Records dead-lettered, by reason.",
+        "lead_relay_circuit_open": "1 while the circuit is open after consecutive transient API failures.",
+        "lead_relay_auth_failing": "1 while the API refuses the credentials.",
+        "lead_relay_ready": "1 while every readiness check passes.",
+        "lead_relay_consumer_lag": "Records behind the end of the partition.",
+        "lead_relay_in_process_records": "Records consumed and not yet at their outcome.",
+        "lead_relay_end_to_end_seconds": "From the record's timestamp to its acknowledged outcome.",
+        "lead_relay_api_requests_total": "Requests to the Seeker Leads API, by HTTP status code.",
+        "lead_relay_api_request_duration_seconds": "Duration of requests to the Seeker Leads API.",
+        "lead_relay_api_in_flight": "Requests to the Seeker Leads API outstanding.",
+        "lead_relay_budget_wait_seconds": "Time spent waiting for the rate budget before a request.",
+        "lead_relay_retries_total": "Retries of transient API failures.",
+    ]
+
+    static let durationBuckets: [String: [Duration]] = [
+        "lead_relay_end_to_end_seconds": [
+            0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600,
+        ].map(seconds),
+        "lead_relay_budget_wait_seconds": [
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30, 60,
+        ].map(seconds),
+    ]
+
+    /// Request durations: from a fast loopback answer to the client's timeout.
+    static let defaultDurationBuckets: [Duration] = [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 30,
+    ].map(seconds)
+
+    static let defaultValueBuckets: [Double] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
+
+    private static func seconds(_ value: Double) -> Duration { .nanoseconds(Int64((value * 1e9).rounded())) }
+
+    /// One help text per name, the same each time: the registry refuses a second, different one.
+    private func descriptor(_ label: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(
+            metricName: label, unitName: "",
+            helpText: Self.helpTexts[label] ?? "\(label) (reported through swift-metrics).")
+    }
+
+    public func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
+        registry.makeCounter(descriptor: descriptor(label), labels: dimensions)
+    }
+
+    public func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
+        registry.makeCounter(descriptor: descriptor(label), labels: dimensions)
+    }
+
+    public func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
+        guard aggregate else { return registry.makeGauge(descriptor: descriptor(label), labels: dimensions) }
+        return registry.makeValueHistogram(
+            descriptor: descriptor(label), labels: dimensions, buckets: Self.defaultValueBuckets)
+    }
+
+    public func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
+        registry.makeGauge(descriptor: descriptor(label), labels: dimensions)
+    }
+
+    public func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
+        registry.makeDurationHistogram(
+            descriptor: descriptor(label), labels: dimensions,
+            buckets: Self.durationBuckets[label] ?? Self.defaultDurationBuckets)
+    }
+
+    public func destroyCounter(_ handler: any CounterHandler) {
+        if let counter = handler as? Prometheus.Counter { registry.unregisterCounter(counter) }
+    }
+
+    public func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) {
+        if let counter = handler as? Prometheus.Counter { registry.unregisterCounter(counter) }
+    }
+
+    public func destroyRecorder(_ handler: any RecorderHandler) {
+        if let gauge = handler as? Prometheus.Gauge { registry.unregisterGauge(gauge) }
+        if let histogram = handler as? ValueHistogram { registry.unregisterValueHistogram(histogram) }
+    }
+
+    public func destroyMeter(_ handler: any MeterHandler) {
+        if let gauge = handler as? Prometheus.Gauge { registry.unregisterGauge(gauge) }
+    }
+
+    public func destroyTimer(_ handler: any TimerHandler) {
+        if let histogram = handler as? DurationHistogram { registry.unregisterDurationHistogram(histogram) }
+    }
+}
