@@ -28,5 +28,13 @@ lint:
 format:
 	$(SWIFT) format --in-place --recursive Package.swift Sources Tests
 
+# libFuzzer on event decoding + validation, seeded with the fixture corpus; its own scratch path because
+# LeadEvents is instrumented there (see the end of Package.swift). Crashes are written to fuzz-corpus/ as crash-*.
+fuzz: deps
+	LEAD_RELAY_FUZZ=1 $(SWIFT) build --scratch-path .build-fuzz --product lead-events-fuzz
+	python3 Tests/LeadEventsTests/make_fixtures.py --fuzz-seeds fuzz-corpus/seeds
+	./.build-fuzz/debug/lead-events-fuzz fuzz-corpus/seeds -max_total_time=$(SECONDS) -max_len=8192 \
+		-artifact_prefix=fuzz-corpus/ -print_final_stats=1
+
 clean:
 	rm -rf .build .build-*

@@ -132,3 +132,28 @@ let package = Package(
         ),
     ]
 )
+
+// Built only on demand, so `swift build` and `make test` never pay for them:
+// `make fuzz` sets LEAD_RELAY_FUZZ (libFuzzer, in its own scratch path), `make bench` sets LEAD_RELAY_BENCH.
+// Only LeadEvents and the fuzz target are instrumented: flags given to every module would also reach the
+// build tools of the OpenAPI plugin, which cannot link against libFuzzer.
+if Context.environment["LEAD_RELAY_FUZZ"] != nil {
+    let fuzzFlags = ["-sanitize=fuzzer,address"]
+    for target in package.targets where target.name == "LeadEvents" {
+        target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(fuzzFlags)]
+    }
+    package.targets.append(
+        .executableTarget(
+            name: "lead-events-fuzz",
+            dependencies: ["LeadEvents"],
+            path: "Fuzz/LeadEventsFuzz",
+            swiftSettings: [.unsafeFlags(fuzzFlags + ["-parse-as-library"])],
+            linkerSettings: [.unsafeFlags(fuzzFlags)]
+        )
+    )
+}
+if Context.environment["LEAD_RELAY_BENCH"] != nil {
+    package.targets.append(
+        .executableTarget(name: "lead-events-bench", dependencies: ["LeadEvents"], path: "Benchmarks/LeadEventsBench")
+    )
+}
