@@ -65,6 +65,9 @@ public final class CircuitBreaker: Sendable {
 
     public var isOpen: Bool { status.withLock { $0.state == .open } }
 
+    /// Callers parked in `waitForPermission`.
+    public var waitingCount: Int { status.withLock { $0.waiters.count } }
+
     /// Returns at once while closed; while open, waits until the circuit closes or this caller is the next probe.
     /// Throws `CancellationError` when the task is cancelled while waiting.
     public func waitForPermission() async throws -> Permission {
@@ -136,10 +139,10 @@ public final class CircuitBreaker: Sendable {
 
     /// The pause before the probe that follows `failedProbes` failed ones: base × 2^failedProbes, capped.
     func backoff(afterFailedProbes failedProbes: Int) -> Duration {
-        let factor = Double(1 << min(failedProbes, 40))
-        let seconds = baseBackoff / .seconds(1) * factor
-        let cap = maxBackoff / .seconds(1)
-        return seconds >= cap ? maxBackoff : baseBackoff * factor
+        let exponent = min(max(0, failedProbes), 40)
+        let factor = 1 << exponent
+        guard baseBackoff / .seconds(1) * Double(factor) < maxBackoff / .seconds(1) else { return maxBackoff }
+        return baseBackoff * factor
     }
 
     private func scheduleProbe(after delay: Duration, in status: inout Status) {

@@ -26,6 +26,9 @@ public final class KeyedExclusivity: Sendable {
     /// The number of keys held or waited for; zero when idle.
     public var activeKeyCount: Int { keys.withLock { $0.count } }
 
+    /// How many callers wait for `key` (not counting the holder).
+    public func waitingCount(for key: String) -> Int { keys.withLock { $0[key]?.waiters.count ?? 0 } }
+
     private func acquire(_ key: String) async {
         let acquired = keys.withLock { states in
             guard states[key] == nil else { return false }

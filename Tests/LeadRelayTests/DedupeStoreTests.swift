@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+
+@testable import LeadRelay
+
+@Suite struct DedupeStoreTests {
+    static let start = Date(timeIntervalSince1970: 1_800_000_000.25)
+
+    static func lead(_ key: String, at submittedAt: Date = start) -> SubmittedLead {
+        SubmittedLead(
+            dedupeKey: key, requestId: "req-\(key)", title: "Lead received", submittedAt: submittedAt, httpStatus: 201,
+            attempts: 2, firstAttemptAt: submittedAt.addingTimeInterval(-1.5))
+    }
+
+    @Test func remembersWithinTheTTLAndForgetsAfter() throws {
+        try withTemporaryDirectory { directory in
+            let store = try DedupeStore(path: directory.appendingPathComponent("d.sqlite").path, ttl: .seconds(3600))
+            #expect(try store.submission(forKey: "ce:portal|1", now: Self.start) == nil)
+            try store.recordSubmitted(Self.lead("ce:portal|1"))
+            #expect(try store.submission(forKey: "ce:portal|1", now: Self.start.addingTimeInterval(10)) == Self.lead("ce:portal|1"))
+            #expect(try store.submission(forKey: "ce:portal|1", now: Self.start.addingTimeInterval(3600)) != nil)
+            #expect(try store.submission(forKey: "ce:portal|1", now: Self.start.addingTimeInterval(3601)) == nil)
+            #expect(try store.submission(forKey: "ce:portal|2", now: Self.start) == nil)
+        }
+    }
+
+    @Test func survivesReopening() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory.appendingPathComponent("d.sqlite").path
+            do {
+                let store = try DedupeStore(path: path, ttl: .seconds(3600))
+                try store.recordSubmitted(Self.lead("sha256:abc"))
+            }
+            let reopened = try DedupeStore(path: path, ttl: .seconds(3600))
+            #expect(try reopened.submission(forKey: "sha256:abc", now: Self.start) == Self.lead("sha256:abc"))
+            #expect(reopened.checkHealth())
+        }
+    }
+
+    @Test func resubmissionAfterExpiryReplacesTheOldEntry() throws {
+        try withTemporaryDirectory { directory in
+            let store = try DedupeStore(path: directory.appendingPathComponent("d.sqlite").path, ttl: .seconds(60))
+            try store.recordSubmitted(Self.lead("k"))
+            let later = Self.lead("k", at: Self.start.addingTimeInterval(120))
+            try store.recordSubmitted(later)
+            #expect(try store.submission(forKey: "k", now: Self.start.addingTimeInterval(130)) == later)
+        }
+    }
+
+    @Test func purgeRemovesOnlyExpiredEntries() throws {
+        try withTemporaryDirectory { directory in
+            let store = try DedupeStore(path: directory.appendingPathComponent("d.sqlite").path, ttl: .seconds(100))
+            try store.recordSubmitted(Self.lead("old"))
+            try store.recordSubmitted(Self.lead("new", at: Self.start.addingTimeInterval(50)))
+            #expect(try store.purgeExpired(now: Self.start.addingTimeInterval(120)) == 1)
+            #expect(try store.submission(forKey: "new", now: Self.start.addingTimeInterval(120)) != nil)
+            #expect(try store.purgeExpired(now: Self.start.addingTimeInterval(120)) == 0)
+        }
+    }
+
+    @Test func concurrentReadersAndWriters() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lead-relay-tests-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try DedupeStore(path: directory.appendingPathComponent("d.sqlite").path, ttl: .seconds(3600))
+        try await withThrowingTaskGroup { group in
+            for writer in 0..<4 {
+                group.addTask {
+                    for index in 0..<50 {
+                        try store.recordSubmitted(Self.lead("w\(writer)-\(index)"))
+                        _ = try store.submission(forKey: "w\((writer + 1) % 4)-\(index)", now: Self.start)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        for writer in 0..<4 {
+            for index in 0..<50 {
+                #expect(try store.submission(forKey: "w\(writer)-\(index)", now: Self.start) != nil)
+            }
+        }
+    }
+
+    @Test func unopenablePathThrows() {
+        #expect(throws: (any Error).self) {
+            try DedupeStore(path: "/nonexistent-dir/lead-relay/d.sqlite", ttl: .seconds(1))
+        }
+    }
+}

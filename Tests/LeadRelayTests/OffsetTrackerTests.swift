@@ -1,0 +1,106 @@
+import Kafka
+import Testing
+
+@testable import LeadRelay
+
+@Suite struct OffsetTrackerTests {
+    let p0 = TopicPartition(topic: "leads.submitted", partition: 0)
+    let p1 = TopicPartition(topic: "leads.submitted", partition: 1)
+
+    @Test func commitsUpToTheFirstUnfinishedRecord() {
+        let tracker = OffsetTracker()
+        for offset in Int64(10)..<15 { tracker.begin(p0, offset: offset) }
+        #expect(tracker.committable().isEmpty)
+        tracker.complete(p0, offset: 12)
+        tracker.complete(p0, offset: 11)
+        #expect(tracker.committable().isEmpty, "offset 10 is still in flight")
+        tracker.complete(p0, offset: 10)
+        #expect(tracker.committable() == [p0: 13])
+        #expect(tracker.inFlightCount(p0) == 2)
+        tracker.complete(p0, offset: 14)
+        tracker.complete(p0, offset: 13)
+        #expect(tracker.committable() == [p0: 15])
+        #expect(tracker.inFlightCount(p0) == 0)
+    }
+
+    @Test func onlyPartitionsThatAdvancedSinceTheLastCommit() {
+        let tracker = OffsetTracker()
+        tracker.begin(p0, offset: 0)
+        tracker.begin(p1, offset: 100)
+        tracker.complete(p0, offset: 0)
+        tracker.complete(p1, offset: 100)
+        let first = tracker.committable()
+        #expect(first == [p0: 1, p1: 101])
+        #expect(tracker.committable() == first, "uncommitted offsets are offered again")
+        tracker.markCommitted(first)
+        #expect(tracker.committable().isEmpty)
+        tracker.begin(p1, offset: 101)
+        tracker.complete(p1, offset: 101)
+        #expect(tracker.committable() == [p1: 102])
+    }
+
+    @Test func gapsInOffsetsDoNotHoldCommits() {
+        let tracker = OffsetTracker()
+        tracker.begin(p0, offset: 5)
+        tracker.begin(p0, offset: 9)
+        tracker.complete(p0, offset: 5)
+        #expect(tracker.committable() == [p0: 9])
+        tracker.complete(p0, offset: 9)
+        #expect(tracker.committable() == [p0: 10])
+    }
+
+    @Test func removedPartitionsAreForgottenAndLateCompletionsIgnored() {
+        let tracker = OffsetTracker()
+        tracker.begin(p0, offset: 0)
+        tracker.begin(p1, offset: 0)
+        tracker.remove([p0])
+        tracker.complete(p0, offset: 0)
+        tracker.complete(p1, offset: 0)
+        #expect(tracker.committable() == [p1: 1])
+        #expect(tracker.inFlightCount(p0) == 0)
+        #expect(tracker.totalInFlight == 0)
+    }
+
+    @Test func duplicateAndUnknownCompletionsAreHarmless() {
+        let tracker = OffsetTracker()
+        tracker.begin(p0, offset: 0)
+        tracker.begin(p0, offset: 1)
+        tracker.complete(p0, offset: 0)
+        tracker.complete(p0, offset: 0)
+        tracker.complete(p0, offset: 7)
+        #expect(tracker.inFlightCount(p0) == 1)
+        #expect(tracker.committable() == [p0: 1])
+    }
+
+    @Test func rewindStartsThePartitionOver() {
+        let tracker = OffsetTracker()
+        for offset in Int64(0)..<3 { tracker.begin(p0, offset: offset) }
+        tracker.complete(p0, offset: 0)
+        tracker.markCommitted(tracker.committable())
+        tracker.begin(p0, offset: 1)
+        tracker.complete(p0, offset: 1)
+        #expect(tracker.committable() == [p0: 2])
+    }
+
+    @Test func manyRecordsOutOfOrderCompletion() {
+        let tracker = OffsetTracker()
+        let count: Int64 = 50_000
+        for offset in 0..<count { tracker.begin(p0, offset: offset) }
+        var order = Array(0..<count)
+        var generator = SystemRandomNumberGenerator()
+        order.shuffle(using: &generator)
+        var highestContiguous: Int64 = 0
+        var done = Set<Int64>()
+        for (index, offset) in order.enumerated() {
+            tracker.complete(p0, offset: offset)
+            done.insert(offset)
+            while done.contains(highestContiguous) { highestContiguous += 1 }
+            if index % 997 == 0 {
+                let expected: [TopicPartition: Int64] = highestContiguous == 0 ? [:] : [p0: highestContiguous]
+                #expect(tracker.committable() == expected)
+            }
+        }
+        #expect(tracker.committable() == [p0: count])
+        #expect(tracker.inFlightCount(p0) == 0)
+    }
+}

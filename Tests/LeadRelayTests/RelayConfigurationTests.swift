@@ -1,0 +1,218 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import LeadRelay
+
+@Suite struct RelayConfigurationTests {
+    static let minimal = [
+        "KAFKA_BOOTSTRAP_SERVERS": "localhost:9092",
+        "SEEKER_LEADS_BASE_URL": "http://127.0.0.1:8081",
+        "SEEKER_LEADS_TOKEN": "t0ken",
+    ]
+
+    private func expectError(_ env: [String: String], naming variable: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        do {
+            let configuration = try RelayConfiguration.fromEnvironment(env)
+            Issue.record("expected an error naming \(variable), got \(configuration)", sourceLocation: sourceLocation)
+        } catch {
+            #expect(error.variable == variable, sourceLocation: sourceLocation)
+            #expect(error.line.hasPrefix("lead-relay: \(variable): "), sourceLocation: sourceLocation)
+            #expect(!error.line.contains("\n"), sourceLocation: sourceLocation)
+        }
+    }
+
+    private func withTemporaryFile(_ contents: String, _ body: (String) throws -> Void) throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lead-relay-\(UUID().uuidString)").path
+        try contents.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try body(path)
+    }
+
+    @Test func defaults() throws {
+        let configuration = try RelayConfiguration.fromEnvironment(Self.minimal)
+        #expect(configuration.kafkaProperties == ["bootstrap.servers": "localhost:9092"])
+        #expect(configuration.groupID == "lead-relay")
+        #expect(configuration.inputTopic == "leads.submitted")
+        #expect(configuration.resultsTopic == "leads.results")
+        #expect(configuration.deadLetterTopic == "leads.dlq")
+        #expect(configuration.httpHost == "0.0.0.0")
+        #expect(configuration.httpPort == 8080)
+        #expect(configuration.dedupeDatabasePath == "lead-relay.sqlite")
+        #expect(configuration.dedupeTTL == .seconds(168 * 3600))
+        #expect(configuration.retryDeadline == .seconds(3600))
+        #expect(configuration.shutdownTimeout == .seconds(25))
+        #expect(configuration.logLevel == .info)
+        #expect(configuration.logFormat == .json)
+        #expect(configuration.eventType == "lead.submitted")
+        #expect(configuration.maxEventBytes == 65536)
+        #expect(configuration.seekerLeadsBaseURL.absoluteString == "http://127.0.0.1:8081")
+        #expect(configuration.seekerLeadsAuthentication == .staticToken("t0ken"))
+        #expect(configuration.seekerLeadsTimeout == .milliseconds(10000))
+        #expect(configuration.maxInFlight == 10)
+        #expect(configuration.rateLimit == 10)
+        #expect(configuration.rateWindow == .milliseconds(200))
+        #expect(configuration.rateMargin == .milliseconds(1))
+        #expect(configuration.retryBase == .milliseconds(200))
+        #expect(configuration.retryMax == .milliseconds(30000))
+        #expect(configuration.circuitThreshold == 5)
+        #expect(configuration.maxPendingRecords == 2000)
+    }
+
+    @Test func explicitValues() throws {
+        var env = Self.minimal
+        env["LEAD_RELAY_RETRY_DEADLINE_SECONDS"] = "0"
+        env["LEAD_RELAY_HTTP_PORT"] = "0"
+        env["LEAD_RELAY_HTTP_HOST"] = "::1"
+        env["LEAD_RELAY_LOG_LEVEL"] = "debug"
+        env["LEAD_RELAY_LOG_FORMAT"] = "text"
+        env["KAFKA_SESSION_TIMEOUT_MS"] = "6000"
+        env["KAFKA_SECURITY_PROTOCOL"] = "SASL_SSL"
+        let configuration = try RelayConfiguration.fromEnvironment(env)
+        #expect(configuration.retryDeadline == nil)
+        #expect(configuration.httpPort == 0)
+        #expect(configuration.httpHost == "::1")
+        #expect(configuration.logLevel == .debug)
+        #expect(configuration.logFormat == .text)
+        #expect(configuration.kafkaProperties["session.timeout.ms"] == "6000")
+        #expect(configuration.kafkaProperties["security.protocol"] == "SASL_SSL")
+    }
+
+    static let badValues: [(String, String)] = [
+        ("LEAD_RELAY_GROUP_ID", ""), ("LEAD_RELAY_GROUP_ID", "has space"),
+        ("LEAD_RELAY_INPUT_TOPIC", "bad topic"), ("LEAD_RELAY_INPUT_TOPIC", ""),
+        ("LEAD_RELAY_RESULTS_TOPIC", "a/b"), ("LEAD_RELAY_DLQ_TOPIC", ".."),
+        ("LEAD_RELAY_HTTP_HOST", "not a host"), ("LEAD_RELAY_HTTP_HOST", ""),
+        ("LEAD_RELAY_HTTP_PORT", "abc"), ("LEAD_RELAY_HTTP_PORT", "65536"), ("LEAD_RELAY_HTTP_PORT", "-1"),
+        ("LEAD_RELAY_DEDUPE_DB", ""), ("LEAD_RELAY_DEDUPE_TTL_HOURS", "0"), ("LEAD_RELAY_DEDUPE_TTL_HOURS", "1.5"),
+        ("LEAD_RELAY_RETRY_DEADLINE_SECONDS", "-5"), ("LEAD_RELAY_RETRY_DEADLINE_SECONDS", "soon"),
+        ("LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS", "x"), ("LEAD_RELAY_LOG_LEVEL", "verbose"),
+        ("LEAD_RELAY_LOG_FORMAT", "xml"), ("LEAD_RELAY_EVENT_TYPE", ""), ("LEAD_RELAY_MAX_EVENT_BYTES", "0"),
+        ("SEEKER_LEADS_BASE_URL", "ftp://example.com"), ("SEEKER_LEADS_BASE_URL", "/relative"),
+        ("SEEKER_LEADS_BASE_URL", ""), ("SEEKER_LEADS_TIMEOUT_MS", "0"), ("LEAD_RELAY_MAX_IN_FLIGHT", "0"),
+        ("LEAD_RELAY_RATE_LIMIT", "ten"), ("LEAD_RELAY_RATE_WINDOW_MS", "0"), ("LEAD_RELAY_RATE_MARGIN_MS", "-1"),
+        ("LEAD_RELAY_RETRY_BASE_MS", "0"), ("LEAD_RELAY_RETRY_MAX_MS", "100"), ("LEAD_RELAY_CIRCUIT_THRESHOLD", "0"),
+        ("LEAD_RELAY_MAX_PENDING_RECORDS", "0"), ("KAFKA_BOOTSTRAP_SERVERS", ""),
+        ("KAFKA_BOOTSTRAP_SERVERS", "host:notaport"), ("KAFKA_BOOTSTRAP_SERVERS", "a:9092,,b:9092"),
+        ("SEEKER_LEADS_TOKEN", ""),
+    ]
+
+    @Test(arguments: badValues) func badValueNamesItsVariable(variable: String, value: String) {
+        var env = Self.minimal
+        env[variable] = value
+        expectError(env, naming: variable)
+    }
+
+    @Test(arguments: ["KAFKA_BOOTSTRAP_SERVERS", "SEEKER_LEADS_BASE_URL", "SEEKER_LEADS_TOKEN"])
+    func missingRequiredVariable(variable: String) {
+        var env = Self.minimal
+        env[variable] = nil
+        expectError(env, naming: variable)
+    }
+
+    @Test func clientCredentials() throws {
+        var env = Self.minimal
+        env["SEEKER_LEADS_TOKEN"] = nil
+        env["SEEKER_LEADS_TOKEN_URL"] = "http://127.0.0.1:8081/oauth/token"
+        env["SEEKER_LEADS_CLIENT_ID"] = "relay"
+        env["SEEKER_LEADS_CLIENT_SECRET"] = "s3cr3t-value"
+        let configuration = try RelayConfiguration.fromEnvironment(env)
+        #expect(
+            configuration.seekerLeadsAuthentication
+                == .clientCredentials(
+                    tokenURL: URL(string: "http://127.0.0.1:8081/oauth/token")!, clientID: "relay",
+                    clientSecret: "s3cr3t-value", audience: "http://127.0.0.1:8081"))
+        #expect(!configuration.description.contains("s3cr3t-value"))
+
+        env["SEEKER_LEADS_AUDIENCE"] = "https://api.example.com"
+        guard case .clientCredentials(_, _, _, let audience) = try RelayConfiguration.fromEnvironment(env)
+            .seekerLeadsAuthentication
+        else {
+            Issue.record("expected client credentials")
+            return
+        }
+        #expect(audience == "https://api.example.com")
+
+        var incomplete = env
+        incomplete["SEEKER_LEADS_CLIENT_SECRET"] = nil
+        expectError(incomplete, naming: "SEEKER_LEADS_CLIENT_SECRET")
+        var badTokenURL = env
+        badTokenURL["SEEKER_LEADS_TOKEN_URL"] = "token-endpoint"
+        expectError(badTokenURL, naming: "SEEKER_LEADS_TOKEN_URL")
+        var both = env
+        both["SEEKER_LEADS_TOKEN"] = "t"
+        expectError(both, naming: "SEEKER_LEADS_TOKEN_URL")
+    }
+
+    @Test func secretsFromFiles() throws {
+        try withTemporaryFile("from-file-token\n") { tokenPath in
+            try withTemporaryFile("sasl-pass\n") { passwordPath in
+                var env = Self.minimal
+                env["SEEKER_LEADS_TOKEN"] = nil
+                env["SEEKER_LEADS_TOKEN_FILE"] = tokenPath
+                env["KAFKA_SASL_PASSWORD_FILE"] = passwordPath
+                let configuration = try RelayConfiguration.fromEnvironment(env)
+                #expect(configuration.seekerLeadsAuthentication == .staticToken("from-file-token"))
+                #expect(configuration.kafkaProperties["sasl.password"] == "sasl-pass")
+                #expect(!configuration.description.contains("sasl-pass"))
+                #expect(!configuration.description.contains("from-file-token"))
+            }
+        }
+        try withTemporaryFile("client-secret") { path in
+            var env = Self.minimal
+            env["SEEKER_LEADS_TOKEN"] = nil
+            env["SEEKER_LEADS_TOKEN_URL"] = "https://auth.example.com/token"
+            env["SEEKER_LEADS_CLIENT_ID_FILE"] = path
+            env["SEEKER_LEADS_CLIENT_SECRET_FILE"] = path
+            guard case .clientCredentials(_, let id, let secret, _) = try RelayConfiguration.fromEnvironment(env)
+                .seekerLeadsAuthentication
+            else {
+                Issue.record("expected client credentials")
+                return
+            }
+            #expect(id == "client-secret" && secret == "client-secret")
+        }
+    }
+
+    @Test func secretGivenTwiceOrUnreadable() throws {
+        try withTemporaryFile("x") { path in
+            var both = Self.minimal
+            both["SEEKER_LEADS_TOKEN_FILE"] = path
+            expectError(both, naming: "SEEKER_LEADS_TOKEN_FILE")
+            var kafkaBoth = Self.minimal
+            kafkaBoth["KAFKA_SASL_PASSWORD"] = "p"
+            kafkaBoth["KAFKA_SASL_PASSWORD_FILE"] = path
+            expectError(kafkaBoth, naming: "KAFKA_SASL_PASSWORD_FILE")
+        }
+        var missing = Self.minimal
+        missing["SEEKER_LEADS_TOKEN"] = nil
+        missing["SEEKER_LEADS_TOKEN_FILE"] = "/nonexistent/lead-relay/token"
+        expectError(missing, naming: "SEEKER_LEADS_TOKEN_FILE")
+        var missingKafka = Self.minimal
+        missingKafka["KAFKA_SSL_KEY_PASSWORD_FILE"] = "/nonexistent/lead-relay/key-password"
+        expectError(missingKafka, naming: "KAFKA_SSL_KEY_PASSWORD_FILE")
+    }
+
+    @Test func descriptionRedactsSecrets() throws {
+        var env = Self.minimal
+        env["SEEKER_LEADS_TOKEN"] = "very-secret-token"
+        env["KAFKA_SASL_PASSWORD"] = "kafka-password-value"
+        env["KAFKA_SASL_USERNAME"] = "relay-user"
+        let description = try RelayConfiguration.fromEnvironment(env).description
+        #expect(!description.contains("very-secret-token"))
+        #expect(!description.contains("kafka-password-value"))
+        #expect(description.contains("sasl.username=relay-user"))
+        #expect(description.contains("sasl.password=[redacted]"))
+    }
+
+    @Test func errorLineQuotesTheValue() {
+        var env = Self.minimal
+        env["LEAD_RELAY_HTTP_PORT"] = "abc"
+        #expect(throws: ConfigurationError.self) { try RelayConfiguration.fromEnvironment(env) }
+        do {
+            _ = try RelayConfiguration.fromEnvironment(env)
+        } catch {
+            #expect(error.line == #"lead-relay: LEAD_RELAY_HTTP_PORT: must be an integer from 0 to 65535, got "abc""#)
+        }
+    }
+}

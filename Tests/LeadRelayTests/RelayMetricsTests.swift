@@ -1,0 +1,104 @@
+import CoreMetrics
+import Foundation
+import Kafka
+import Prometheus
+import Testing
+
+@testable import LeadRelay
+
+/// promtool, when installed (make test's set-up installs it).
+let promtoolPath: String? = ["/usr/bin/promtool", "/usr/local/bin/promtool", "/bin/promtool"].first {
+    FileManager.default.isExecutableFile(atPath: $0)
+}
+
+/// Runs `promtool check metrics` on `exposition`; returns its exit status and output.
+func promtoolCheck(_ exposition: String, promtool: String) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: promtool)
+    process.arguments = ["check", "metrics"]
+    let input = Pipe()
+    let output = Pipe()
+    process.standardInput = input
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    input.fileHandleForWriting.write(Data(exposition.utf8))
+    try input.fileHandleForWriting.close()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, text)
+}
+
+@Suite struct RelayMetricsTests {
+    /// Everything the relay and the API client emit, over a private registry.
+    static func populatedRegistry() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        let factory = RelayMetricsFactory(registry: registry)
+        let metrics = RelayMetrics(factory: factory)
+        metrics.recordConsumed()
+        metrics.recordOutcome(.submitted, recordTimestamp: Date().addingTimeInterval(-2))
+        metrics.recordOutcome(.deadLettered, deadLetterReason: "schema-violation", recordTimestamp: nil)
+        metrics.setCircuitOpen(true)
+        metrics.setInProcessRecords(7)
+        metrics.recordLag([TopicPartition(topic: "leads.submitted", partition: 3): 42])
+        // As the SeekerLeads module reports them through swift-metrics.
+        Counter(label: "lead_relay_api_requests_total", dimensions: [("code", "201")], factory: factory).increment()
+        CoreMetrics.Timer(label: "lead_relay_api_request_duration_seconds", factory: factory)
+            .recordMilliseconds(120)
+        Meter(label: "lead_relay_api_in_flight", factory: factory).set(3)
+        CoreMetrics.Timer(label: "lead_relay_budget_wait_seconds", factory: factory).recordMilliseconds(15)
+        Counter(label: "lead_relay_retries_total", factory: factory).increment()
+        return registry
+    }
+
+    @Test func seriesDashboardsRelyOnExistFromTheStart() {
+        let registry = PrometheusCollectorRegistry()
+        _ = RelayMetrics(factory: RelayMetricsFactory(registry: registry))
+        let text = registry.emitToString()
+        for outcome in ["submitted", "duplicate", "dead_lettered"] {
+            #expect(text.contains("lead_relay_outcomes_total{outcome=\"\(outcome)\"} 0"))
+        }
+        for reason in RelayMetrics.deadLetterReasons {
+            #expect(text.contains("lead_relay_dead_letters_total{reason=\"\(reason)\"} 0"))
+        }
+        for gauge in ["lead_relay_circuit_open 0", "lead_relay_ready 0", "lead_relay_auth_failing 0"] {
+            #expect(text.contains(gauge))
+        }
+        #expect(text.contains("# TYPE lead_relay_end_to_end_seconds histogram"))
+    }
+
+    @Test func recordedValuesAppear() {
+        let text = Self.populatedRegistry().emitToString()
+        #expect(text.contains("lead_relay_records_consumed_total 1"))
+        #expect(text.contains("lead_relay_outcomes_total{outcome=\"submitted\"} 1"))
+        #expect(text.contains("lead_relay_outcomes_total{outcome=\"dead_lettered\"} 1"))
+        #expect(text.contains("lead_relay_dead_letters_total{reason=\"schema-violation\"} 1"))
+        #expect(text.contains("lead_relay_circuit_open 1"))
+        #expect(text.contains("lead_relay_consumer_lag{topic=\"leads.submitted\",partition=\"3\"} 42"))
+        #expect(text.contains("lead_relay_end_to_end_seconds_count 1"))
+        #expect(text.contains("lead_relay_end_to_end_seconds_bucket{le=\"2.5\"} 1"))
+        #expect(text.contains("lead_relay_api_request_duration_seconds_bucket{le=\"0.2\"} 1"))
+        #expect(text.contains("lead_relay_api_request_duration_seconds_sum 0.12"))
+        #expect(text.contains("lead_relay_budget_wait_seconds_count 1"))
+        #expect(text.contains("lead_relay_api_in_flight 3"))
+        #expect(text.contains("lead_relay_retries_total 1"))
+        #expect(text.contains("# HELP lead_relay_api_requests_total "))
+    }
+
+    @Test func revokedPartitionsLoseTheirLagSeries() {
+        let registry = PrometheusCollectorRegistry()
+        let metrics = RelayMetrics(factory: RelayMetricsFactory(registry: registry))
+        let p0 = TopicPartition(topic: "leads.submitted", partition: 0)
+        let p1 = TopicPartition(topic: "leads.submitted", partition: 1)
+        metrics.recordLag([p0: 5, p1: 6])
+        metrics.recordLag([p1: 1])
+        let text = registry.emitToString()
+        #expect(!text.contains("partition=\"0\""))
+        #expect(text.contains("lead_relay_consumer_lag{topic=\"leads.submitted\",partition=\"1\"} 1"))
+    }
+
+    @Test(.enabled(if: promtoolPath != nil)) func expositionPassesPromtool() throws {
+        let result = try promtoolCheck(Self.populatedRegistry().emitToString(), promtool: try #require(promtoolPath))
+        #expect(result.status == 0, "promtool: \(result.output)")
+    }
+}
