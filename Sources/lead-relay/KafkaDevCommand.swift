@@ -1,5 +1,97 @@
 import ArgumentParser
+import Dispatch
+import Foundation
+import Kafka
+import Logging
+
+/// A topic to create, given as `NAME:PARTITIONS`.
+struct TopicSpec: ExpressibleByArgument, Sendable {
+    let name: String
+    let partitions: Int32
+
+    init?(argument: String) {
+        guard let separator = argument.lastIndex(of: ":"),
+            let partitions = Int32(argument[argument.index(after: separator)...]), partitions > 0
+        else { return nil }
+        let name = String(argument[..<separator])
+        guard !name.isEmpty else { return nil }
+        self.name = name
+        self.partitions = partitions
+    }
+}
 
 struct KafkaDevCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "kafka-dev")
+    static let configuration = CommandConfiguration(
+        commandName: "kafka-dev",
+        abstract: "Runs librdkafka's mock Kafka cluster on loopback until SIGINT or SIGTERM.",
+        discussion: "Prints one line, KAFKA_BOOTSTRAP_SERVERS=<host:port,...>, on standard output; logs go to standard error."
+    )
+
+    @Option(help: "Number of brokers.")
+    var brokers: Int = 3
+
+    @Option(name: .customLong("topic"), help: "A topic to create, NAME:PARTITIONS (repeatable).")
+    var topics: [TopicSpec] = [
+        TopicSpec(argument: "leads.submitted:6"), TopicSpec(argument: "leads.results:6"),
+        TopicSpec(argument: "leads.dlq:1"),
+    ].compactMap { $0 }
+
+    func validate() throws {
+        guard brokers > 0 else { throw ValidationError("--brokers must be at least 1") }
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        var logger = Logger(label: "lead-relay.kafka-dev")
+        logger.logLevel = .info
+        let cluster = try MockCluster(brokers: brokers, logger: logger)
+        for topic in topics {
+            try cluster.createTopic(topic.name, partitions: topic.partitions)
+            logger.info("Topic created", metadata: ["topic": "\(topic.name)", "partitions": "\(topic.partitions)"])
+        }
+        // Written unbuffered: a parent process reads this line while kafka-dev keeps running.
+        try FileHandle.standardOutput.write(contentsOf: Data("KAFKA_BOOTSTRAP_SERVERS=\(cluster.bootstrapServers)\n".utf8))
+        let signal = await Self.waitForTerminationSignal()
+        logger.info("Stopping the mock cluster", metadata: ["signal": "\(signal)"])
+        cluster.shutdown()
+    }
+
+    /// Returns the first SIGINT or SIGTERM received.
+    private static func waitForTerminationSignal() async -> Int32 {
+        let signals = [SIGINT, SIGTERM]
+        let queue = DispatchQueue(label: "kafka-dev.signals")
+        return await withCheckedContinuation { continuation in
+            let resumed = SignalLatch(continuation: continuation)
+            for number in signals {
+                Foundation.signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+                source.setEventHandler { resumed.fire(number) }
+                source.resume()
+                resumed.keep(source)
+            }
+        }
+    }
+}
+
+/// Resumes the waiting task once, for whichever signal comes first; keeps the signal sources alive.
+private final class SignalLatch: @unchecked Sendable {
+    private var continuation: CheckedContinuation<Int32, Never>?
+    private var sources: [any DispatchSourceSignal] = []
+    private let lock = NSLock()
+
+    init(continuation: CheckedContinuation<Int32, Never>) {
+        self.continuation = continuation
+    }
+
+    func keep(_ source: any DispatchSourceSignal) {
+        lock.withLock { sources.append(source) }
+    }
+
+    func fire(_ number: Int32) {
+        let pending = lock.withLock { () -> CheckedContinuation<Int32, Never>? in
+            defer { continuation = nil }
+            return continuation
+        }
+        pending?.resume(returning: number)
+    }
 }

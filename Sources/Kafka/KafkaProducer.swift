@@ -1,0 +1,144 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// An idempotent producer (`enable.idempotence=true`, `acks=all`): each `send` returns once the broker
+/// acknowledged the record (or failed for good).
+public final class KafkaProducer: Sendable {
+    private let client: RDKafkaClient
+    private let logger: Logger
+    /// Sends in progress; `close` waits for them to be enqueued before flushing, so none is left unreported.
+    private let sendsInProgress = Atomic<Int>(0)
+    private let isClosed = Atomic<Bool>(false)
+    private let pollThread: ProducerPollThread
+
+    public init(configuration: KafkaConfiguration, logger: Logger) throws {
+        let properties = configuration.applied(over: [
+            "enable.idempotence": "true",
+            "acks": "all",
+        ])
+        let client = try RDKafkaClient(kind: .producer, properties: properties, logger: logger)
+        self.client = client
+        self.logger = logger
+        self.pollThread = ProducerPollThread(client: client)
+        logger.debug(
+            "Kafka producer created",
+            metadata: ["kafka.client": "\(client.name)", "kafka.configuration": "\(configuration.redactedDescription)"]
+        )
+    }
+
+    deinit {
+        pollThread.stop()
+    }
+
+    /// `partition` nil lets the partitioner choose (by key). A nil `key`/`value` is a null one, `[]` an empty one.
+    public func send(
+        topic: String,
+        partition: Int32? = nil,
+        key: [UInt8]?,
+        value: [UInt8]?,
+        headers: [KafkaHeader] = []
+    ) async throws -> KafkaDeliveryReport {
+        sendsInProgress.add(1, ordering: .acquiring)
+        return try await withCheckedThrowingContinuation { continuation in
+            defer { sendsInProgress.subtract(1, ordering: .releasing) }
+            guard !isClosed.load(ordering: .acquiring) else {
+                continuation.resume(throwing: KafkaError.state("producer is closed"))
+                return
+            }
+            do {
+                try client.produce(
+                    topic: topic,
+                    partition: partition,
+                    key: key,
+                    value: value,
+                    headers: headers,
+                    delivery: PendingDelivery(topic: topic, continuation: continuation)
+                )
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    /// Waits until every enqueued record has its delivery report, on a thread outside the cooperative pool.
+    public func flush(timeout: Duration) async throws {
+        let client = self.client
+        let milliseconds = Self.milliseconds(timeout)
+        try await client.runBlocking { try client.flush(timeoutMilliseconds: milliseconds) }
+    }
+
+    /// Whether a broker answers a metadata request within `timeout`.
+    public func isConnected(timeout: Duration) async -> Bool {
+        let client = self.client
+        let milliseconds = Self.milliseconds(timeout)
+        return (try? await client.runBlocking { client.canReachBroker(timeoutMilliseconds: milliseconds) }) ?? false
+    }
+
+    /// Flushes for up to `flushTimeout`, fails what is still undelivered, then stops. Later sends throw.
+    public func close(flushTimeout: Duration = .seconds(30)) async {
+        guard !isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let client = self.client
+        let milliseconds = Self.milliseconds(flushTimeout)
+        do {
+            try await client.runBlocking { [self] in
+                while sendsInProgress.load(ordering: .acquiring) > 0 {
+                    Thread.sleep(forTimeInterval: 0.001)
+                }
+                try client.flush(timeoutMilliseconds: milliseconds)
+            }
+        } catch {
+            logger.warning(
+                "Kafka producer closed with undelivered records",
+                metadata: ["error": "\(error)", "undelivered": "\(client.outstandingMessages)"]
+            )
+        }
+        await pollThread.stopAndWait()
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int32 {
+        Int32(clamping: Int64(duration.timeInterval * 1000))
+    }
+}
+
+/// Serves the producer's delivery reports on a thread of its own. On stop it fails what is left, so no
+/// `send` waits forever.
+final class ProducerPollThread: Sendable {
+    private let stopRequested = Atomic<Bool>(false)
+    private let finished = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    init(client: RDKafkaClient) {
+        let thread = Thread { [self] in
+            while !stopRequested.load(ordering: .acquiring) {
+                client.poll(timeoutMilliseconds: 100)
+            }
+            client.purgeUndelivered()
+            try? client.flush(timeoutMilliseconds: 5_000)
+            let waiters = finished.withLock { state in
+                state.done = true
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiters {
+                waiter.resume()
+            }
+        }
+        thread.name = "kafka-producer-\(client.name)"
+        thread.start()
+    }
+
+    func stop() {
+        stopRequested.store(true, ordering: .releasing)
+    }
+
+    func stopAndWait() async {
+        await withCheckedContinuation { continuation in
+            let done = finished.withLock { state in
+                if !state.done { state.waiters.append(continuation) }
+                return state.done
+            }
+            if done { continuation.resume() }
+            stop()
+        }
+    }
+}

@@ -1,0 +1,145 @@
+import CRdKafka
+import Foundation
+
+extension RDKafkaClient {
+    func subscribe(topics: [String]) throws {
+        let list = rd_kafka_topic_partition_list_new(Int32(topics.count))!
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        for topic in topics {
+            rd_kafka_topic_partition_list_add(list, topic, RD_KAFKA_PARTITION_UA)
+        }
+        try Self.check(rd_kafka_subscribe(handle, list), "subscribe")
+    }
+
+    /// A message to hand to `record(from:)` and then `destroy(_:)`, or nil when the timeout passed.
+    /// Serves rebalance, error, log and commit callbacks on the calling thread.
+    func consumerPoll(timeoutMilliseconds: Int32) -> UnsafeMutablePointer<rd_kafka_message_t>? {
+        rd_kafka_consumer_poll(handle, timeoutMilliseconds)
+    }
+
+    func destroy(_ message: UnsafeMutablePointer<rd_kafka_message_t>) {
+        rd_kafka_message_destroy(message)
+    }
+
+    func record(from message: UnsafeMutablePointer<rd_kafka_message_t>) -> KafkaConsumerRecord {
+        let fields = message.pointee
+        var headers: [KafkaHeader] = []
+        var headerList: OpaquePointer?
+        if rd_kafka_message_headers(message, &headerList) == RD_KAFKA_RESP_ERR_NO_ERROR, let headerList {
+            var index = 0
+            var name: UnsafePointer<CChar>?
+            var value: UnsafeRawPointer?
+            var size = 0
+            while rd_kafka_header_get_all(headerList, index, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
+                headers.append(
+                    KafkaHeader(key: name.map { String(cString: $0) } ?? "", value: Self.bytes(value, size))
+                )
+                index += 1
+            }
+        }
+        var timestampType = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+        let milliseconds = rd_kafka_message_timestamp(message, &timestampType)
+        return KafkaConsumerRecord(
+            topic: String(cString: rd_kafka_topic_name(fields.rkt)),
+            partition: fields.partition,
+            offset: fields.offset,
+            key: Self.bytes(fields.key, fields.key_len),
+            value: Self.bytes(fields.payload, fields.len),
+            headers: headers,
+            timestamp: timestampType == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+                ? nil : Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+        )
+    }
+
+    /// A null pointer is a null key/value; a non-null pointer with length 0 an empty one.
+    private static func bytes(_ pointer: UnsafeRawPointer?, _ count: Int) -> [UInt8]? {
+        guard let pointer else { return nil }
+        return [UInt8](UnsafeRawBufferPointer(start: pointer, count: count))
+    }
+
+    var isCooperativeRebalance: Bool {
+        String(cString: rd_kafka_rebalance_protocol(handle)) == "COOPERATIVE"
+    }
+
+    var isAssignmentLost: Bool { rd_kafka_assignment_lost(handle) != 0 }
+
+    /// Applies a rebalance's assignment change; `assign` false releases the partitions.
+    func applyRebalance(
+        _ partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>,
+        assign: Bool,
+        cooperative: Bool
+    ) throws {
+        if cooperative {
+            let error =
+                assign
+                ? rd_kafka_incremental_assign(handle, partitions) : rd_kafka_incremental_unassign(handle, partitions)
+            try Self.check(error, assign ? "incremental assign" : "incremental unassign")
+        } else {
+            try Self.check(rd_kafka_assign(handle, assign ? partitions : nil), assign ? "assign" : "unassign")
+        }
+    }
+
+    func unassignAll() {
+        _ = rd_kafka_assign(handle, nil)
+    }
+
+    /// `offsets` are the next offsets to read. `wait` false returns at once; failures are then logged.
+    func commit(_ offsets: [TopicPartition: Int64], wait: Bool) throws {
+        guard !offsets.isEmpty else { return }
+        try Self.withPartitionList(offsets.lazy.map { ($0.key, $0.value) }) { list in
+            try Self.check(rd_kafka_commit(handle, list, wait ? 0 : 1), "commit")
+            if wait {
+                try Self.checkElements(of: list, "commit")
+            }
+        }
+    }
+
+    func pause(_ partitions: [TopicPartition]) throws {
+        try Self.withPartitionList(partitions.lazy.map { ($0, nil) }) { list in
+            try Self.check(rd_kafka_pause_partitions(handle, list), "pause")
+            try Self.checkElements(of: list, "pause")
+        }
+    }
+
+    func resume(_ partitions: [TopicPartition]) throws {
+        try Self.withPartitionList(partitions.lazy.map { ($0, nil) }) { list in
+            try Self.check(rd_kafka_resume_partitions(handle, list), "resume")
+            try Self.checkElements(of: list, "resume")
+        }
+    }
+
+    /// Blocks until the seek is done or `timeoutMilliseconds` passed.
+    func seek(_ partition: TopicPartition, to offset: Int64, timeoutMilliseconds: Int32) throws {
+        try Self.withPartitionList(CollectionOfOne((partition, offset))) { list in
+            try Self.check(rd_kafka_seek_partitions(handle, list, timeoutMilliseconds), "seek")
+            try Self.checkElements(of: list, "seek")
+        }
+    }
+
+    /// High watermark minus the consumer's position, from librdkafka's cached watermarks (no request).
+    /// Before the first fetched record the low watermark stands in for the position.
+    func lag(of partitions: Set<TopicPartition>) -> [TopicPartition: Int64] {
+        guard !partitions.isEmpty else { return [:] }
+        return Self.withPartitionList(partitions.lazy.map { ($0, nil) }) { list in
+            _ = rd_kafka_position(handle, list)
+            var lag: [TopicPartition: Int64] = [:]
+            for element in Self.elements(of: list) {
+                var low = Int64(RD_KAFKA_OFFSET_INVALID)
+                var high = Int64(RD_KAFKA_OFFSET_INVALID)
+                guard
+                    rd_kafka_get_watermark_offsets(handle, element.topic, element.partition, &low, &high)
+                        == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0
+                else { continue }
+                let position = element.offset >= 0 ? element.offset : max(low, 0)
+                lag[TopicPartition(topic: String(cString: element.topic), partition: element.partition)] =
+                    max(high - position, 0)
+            }
+            return lag
+        }
+    }
+
+    /// Leaves the group; serves the final revocation through the rebalance callback on this thread.
+    func closeConsumer() throws {
+        try Self.check(rd_kafka_consumer_close(handle), "consumer close")
+    }
+}

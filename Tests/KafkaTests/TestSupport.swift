@@ -1,0 +1,104 @@
+import Foundation
+import Kafka
+import Logging
+import Synchronization
+import Testing
+
+let testLogger: Logger = {
+    var logger = Logger(label: "kafka-tests")
+    logger.logLevel = .error
+    return logger
+}()
+
+func uniqueName(_ prefix: String) -> String {
+    "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
+}
+
+struct TimedOut: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Polls `condition` every few milliseconds until it holds; fails the test after `timeout`.
+func waitUntil(
+    _ description: String,
+    timeout: Duration = .seconds(60),
+    _ condition: () throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while try !condition() {
+        guard ContinuousClock.now < deadline else {
+            throw TimedOut(description: "timed out waiting for \(description)")
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
+/// Settings that make group changes quick on the mock cluster.
+func consumerConfiguration(_ cluster: MockCluster) -> KafkaConfiguration {
+    KafkaConfiguration(properties: [
+        "bootstrap.servers": cluster.bootstrapServers,
+        "session.timeout.ms": "6000",
+        "heartbeat.interval.ms": "500",
+        "fetch.wait.max.ms": "50",
+    ])
+}
+
+func producerConfiguration(_ cluster: MockCluster) -> KafkaConfiguration {
+    KafkaConfiguration(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "1"])
+}
+
+/// For each partition, the offset after the highest one among `records`.
+func nextOffsets(of records: [KafkaConsumerRecord], in partitions: Set<TopicPartition>) -> [TopicPartition: Int64] {
+    var offsets: [TopicPartition: Int64] = [:]
+    for record in records where partitions.contains(record.topicPartition) {
+        offsets[record.topicPartition] = max(offsets[record.topicPartition] ?? 0, record.offset + 1)
+    }
+    return offsets
+}
+
+/// Reads a consumer's events on a task of its own and records them. On a revocation it runs `onRevoke`
+/// (with every record received so far) before acknowledging.
+final class EventCollector: Sendable {
+    struct Observed {
+        var records: [KafkaConsumerRecord] = []
+        var assigned: [[TopicPartition]] = []
+        var revoked: [[TopicPartition]] = []
+    }
+
+    private let observed = Mutex(Observed())
+    private let reader = Mutex<Task<Void, Never>?>(nil)
+
+    init(
+        _ consumer: KafkaConsumer,
+        onRevoke: @escaping @Sendable (Set<TopicPartition>, [KafkaConsumerRecord]) async -> Void = { _, _ in }
+    ) {
+        let task = Task { [observed = self] in
+            for await event in consumer.events {
+                switch event {
+                case .record(let record):
+                    observed.update { $0.records.append(record) }
+                case .partitionsAssigned(let partitions):
+                    observed.update { $0.assigned.append(partitions) }
+                case .partitionsRevoked(let partitions, let revocation):
+                    let received = observed.snapshot.records
+                    await onRevoke(Set(partitions), received)
+                    observed.update { $0.revoked.append(partitions) }
+                    revocation.acknowledge()
+                }
+            }
+        }
+        reader.withLock { $0 = task }
+    }
+
+    private func update(_ change: (inout Observed) -> Void) {
+        observed.withLock { change(&$0) }
+    }
+
+    var snapshot: Observed { observed.withLock { $0 } }
+    var records: [KafkaConsumerRecord] { snapshot.records }
+
+    /// Waits until the consumer's events end (after close).
+    func finished() async {
+        await reader.withLock { $0 }?.value
+    }
+}
