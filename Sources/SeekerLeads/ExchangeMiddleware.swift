@@ -1,0 +1,85 @@
+import Foundation
+import HTTPTypes
+import OpenAPIRuntime
+import Synchronization
+
+/// What one HTTP exchange sent and got back, filled in by `ExchangeMiddleware` for the code that
+/// classifies the answer (the generated client decodes documented bodies only).
+final class ExchangeRecord: Sendable {
+    struct Response: Sendable {
+        let status: Int
+        let retryAfter: String?
+        let body: [UInt8]
+    }
+
+    let bearerToken: String
+    /// The request takes its permit here, after the body is encoded and just before the bytes go
+    /// out, so the budget's start is as close as possible to when the API counts it.
+    let budget: RateBudget
+    private let recordedResponse = Mutex<Response?>(nil)
+    private let permitStart = Mutex<ContinuousClock.Instant?>(nil)
+
+    init(bearerToken: String, budget: RateBudget) {
+        self.bearerToken = bearerToken
+        self.budget = budget
+    }
+
+    /// When the budget let the request start, once it did.
+    var startedAt: ContinuousClock.Instant? { permitStart.withLock { $0 } }
+
+    func recordStart(_ instant: ContinuousClock.Instant) { permitStart.withLock { $0 = instant } }
+
+    var response: Response? { recordedResponse.withLock { $0 } }
+
+    func record(_ response: Response) { recordedResponse.withLock { $0 = response } }
+
+    @TaskLocal static var current: ExchangeRecord?
+}
+
+/// Adds `Authorization` and `User-Agent` to every request, and keeps the raw answer (status,
+/// `Retry-After`, body) in the task's `ExchangeRecord`.
+struct ExchangeMiddleware: ClientMiddleware {
+    /// Larger answers are cut: problem details are small, and an unbounded body is not worth memory.
+    static let maxRecordedBodyBytes = 64 * 1024
+
+    let userAgent: String
+
+    func intercept(
+        _ request: HTTPRequest,
+        body: HTTPBody?,
+        baseURL: URL,
+        operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        var request = request
+        request.headerFields[.userAgent] = userAgent
+        let record = ExchangeRecord.current
+        if let record {
+            request.headerFields[.authorization] = "Bearer \(record.bearerToken)"
+        }
+        guard let record else { return try await next(request, body, baseURL) }
+        let permit = try await record.budget.acquire()
+        record.recordStart(permit.startedAt)
+        defer { record.budget.release() }
+        let (response, responseBody) = try await next(request, body, baseURL)
+        let retryAfter = response.headerFields[.retryAfter]
+        if response.status.code == 429 || response.status.code == 503,
+            let delay = retryAfter.flatMap({ RetryAfter.delay(fromHeaderValue: $0) })
+        {
+            // Before this request's permit goes back, so no waiter starts inside the hold.
+            record.budget.hold(until: .now.advanced(by: delay))
+        }
+        var bytes: [UInt8] = []
+        if let responseBody {
+            for try await chunk in responseBody {
+                let room = Self.maxRecordedBodyBytes - bytes.count
+                guard room > 0 else { break }
+                bytes.append(contentsOf: chunk.prefix(room))
+            }
+        }
+        record.record(
+            .init(status: response.status.code, retryAfter: retryAfter, body: bytes)
+        )
+        return (response, HTTPBody(bytes))
+    }
+}

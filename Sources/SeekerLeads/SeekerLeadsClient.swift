@@ -1,0 +1,236 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import OpenAPIAsyncHTTPClient
+import OpenAPIRuntime
+
+/// The Seeker Leads API client: one long-lived HTTP client with a connection pool, the generated
+/// OpenAPI client over it, authentication, the shared rate budget and retries.
+public final class SeekerLeadsClient: Sendable {
+    public let configuration: SeekerLeadsClientConfiguration
+    /// The budget every request of this client goes through.
+    public let budget: RateBudget
+    private let httpClient: HTTPClient
+    private let api: Client
+    private let tokens: AccessTokenProvider
+    private let metrics = ClientMetrics()
+    private let logger: Logger
+
+    public init(configuration: SeekerLeadsClientConfiguration, logger: Logger) throws {
+        guard let serverURL = URL(string: configuration.baseURL), serverURL.scheme != nil, serverURL.host != nil else {
+            throw SeekerLeadsConfigurationError(description: "SEEKER_LEADS_BASE_URL is not an absolute URL")
+        }
+        let timeout = TimeAmount.nanoseconds(configuration.timeout.nanosecondsValue)
+        var httpConfiguration = HTTPClient.Configuration(
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: timeout, read: timeout),
+            connectionPool: .init(
+                idleTimeout: .seconds(60),
+                // One kept-alive connection per request that may be outstanding, so the budget's
+                // starts never wait for a TCP connect.
+                concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, configuration.budget.maxInFlight + 2)
+            ),
+            decompression: .disabled
+        )
+        httpConfiguration.httpVersion = .http1Only
+        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+        self.configuration = configuration
+        self.httpClient = httpClient
+        self.budget = RateBudget(configuration: configuration.budget)
+        self.logger = logger
+        self.api = Client(
+            serverURL: serverURL,
+            configuration: .init(jsonEncodingOptions: [.withoutEscapingSlashes]),
+            transport: AsyncHTTPClientTransport(configuration: .init(client: httpClient, timeout: timeout)),
+            middlewares: [ExchangeMiddleware(userAgent: configuration.userAgent)]
+        )
+        self.tokens = AccessTokenProvider(
+            authentication: configuration.authentication,
+            httpClient: httpClient,
+            timeout: configuration.timeout,
+            userAgent: configuration.userAgent,
+            logger: logger
+        )
+    }
+
+    /// One attempt: through the budget; a 401 triggers one token refresh and one retry inside this call.
+    /// `requestBody` is the `createLeadRequest` JSON; only the fields the schema defines are sent.
+    public func submitLead(requestBody: [UInt8], traceparent: String?) async -> SubmissionAttemptOutcome {
+        let lead: Components.Schemas.createLeadRequest
+        do {
+            lead = try JSONDecoder().decode(Components.Schemas.createLeadRequest.self, from: Data(requestBody))
+        } catch {
+            return Self.undecodableLead(error)
+        }
+        let token: String
+        do {
+            token = try await tokens.token()
+        } catch {
+            return Self.outcome(of: error)
+        }
+        let first = await send(lead, traceparent: traceparent, token: token)
+        guard first.status == 401, tokens.canRefresh else { return first.outcome }
+        logger.info("API answered 401; refreshing the access token once")
+        let refreshed: String
+        do {
+            refreshed = try await tokens.token(replacing: token)
+        } catch {
+            return Self.outcome(of: error)
+        }
+        return await send(lead, traceparent: traceparent, token: refreshed).outcome
+    }
+
+    /// Retries transient outcomes with back-off (at least the `Retry-After` when there is one) until
+    /// `deadline` (nil: no deadline). `beforeAttempt` may gate or cancel attempts by throwing;
+    /// `afterAttempt` observes every attempt.
+    public func submitLeadRetrying(
+        requestBody: [UInt8],
+        traceparent: String?,
+        deadline: ContinuousClock.Instant?,
+        beforeAttempt: @Sendable () async throws -> Void = {},
+        afterAttempt: @Sendable (SubmissionAttemptOutcome) async -> Void = { _ in }
+    ) async throws -> (outcome: SubmissionAttemptOutcome, attempts: Int) {
+        var attempts = 0
+        while true {
+            try Task.checkCancellation()
+            try await beforeAttempt()
+            let outcome = await submitLead(requestBody: requestBody, traceparent: traceparent)
+            attempts += 1
+            await afterAttempt(outcome)
+            guard case .transient(_, _, let retryAfter) = outcome else { return (outcome, attempts) }
+            let delay = max(retryAfter ?? .zero, configuration.retry.delay(afterAttempt: attempts))
+            let nextAttemptAt = ContinuousClock.now.advanced(by: delay)
+            if let deadline, nextAttemptAt > deadline { return (outcome, attempts) }
+            metrics.retries.increment()
+            try await Task.sleep(until: nextAttemptAt, clock: .continuous)
+        }
+    }
+
+    /// Obtains (or refreshes) an access token; true for a static token. For readiness checks.
+    public func checkCredentials() async -> Bool {
+        do {
+            _ = try await tokens.token()
+            return true
+        } catch {
+            logger.warning("access token unavailable", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+
+    /// How many tokens were fetched from the token endpoint.
+    public func tokenFetchCount() async -> Int { await tokens.fetchCount }
+
+    /// Closes the connection pool. Call once, after the last request.
+    public func shutdown() async throws {
+        try await httpClient.shutdown()
+    }
+
+    // MARK: - One exchange
+
+    private struct Exchange {
+        let status: Int?
+        let outcome: SubmissionAttemptOutcome
+    }
+
+    private func send(_ lead: Components.Schemas.createLeadRequest, traceparent: String?, token: String) async -> Exchange {
+        metrics.requestStarted()
+        defer { metrics.requestEnded() }
+        let record = ExchangeRecord(bearerToken: token, budget: budget)
+        let input = Operations.createLead.Input(headers: .init(traceparent: traceparent), body: .json(lead))
+        let output: Operations.createLead.Output?
+        let failure: (any Error)?
+        do {
+            output = try await ExchangeRecord.$current.withValue(record) { try await api.createLead(input) }
+            failure = nil
+        } catch {
+            output = nil
+            failure = error
+        }
+        let elapsed = ContinuousClock.now - (record.startedAt ?? .now)
+        metrics.requestDuration.recordNanoseconds(elapsed.nanosecondsValue)
+
+        guard let response = record.response else {
+            let transport = TransportFailure(failure ?? CancellationError())
+            metrics.countRequest(code: transport.code)
+            logger.debug("API request got no answer", metadata: ["code": "\(transport.code)", "error": "\(transport.description)"])
+            return Exchange(status: nil, outcome: .transient(httpStatus: nil, description: transport.description, retryAfter: nil))
+        }
+        metrics.countRequest(code: String(response.status))
+        logger.debug(
+            "API answered",
+            metadata: ["http_status": "\(response.status)", "elapsed_ms": "\(elapsed.nanosecondsValue / 1_000_000)"]
+        )
+        return Exchange(status: response.status, outcome: classify(response, decoded: output))
+    }
+
+    private func classify(_ response: ExchangeRecord.Response, decoded: Operations.createLead.Output?) -> SubmissionAttemptOutcome {
+        let status = response.status
+        switch status {
+        case 200..<300:
+            if case .ok(let ok)? = decoded, case .json(let body) = ok.body {
+                return .accepted(requestId: body.requestId ?? "", title: body.title ?? "", httpStatus: status)
+            }
+            let body = try? JSONDecoder().decode(Components.Schemas.createLeadResponse.self, from: Data(response.body))
+            return .accepted(requestId: body?.requestId ?? "", title: body?.title ?? "", httpStatus: status)
+        case 401, 403:
+            return .authenticationFailed(httpStatus: status)
+        case _ where HTTPStatusClass.isTransient(status):
+            let retryAfter = response.retryAfter.flatMap { RetryAfter.delay(fromHeaderValue: $0) }
+            if let retryAfter, status == 429 || status == 503 {
+                logger.info("API asked to wait; holding the rate budget", metadata: ["http_status": "\(status)", "retry_after_ms": "\(retryAfter.nanosecondsValue / 1_000_000)"])
+            }
+            return .transient(httpStatus: status, description: "HTTP \(status)", retryAfter: retryAfter)
+        default:
+            return Self.rejection(status: status, body: response.body)
+        }
+    }
+
+    static func rejection(status: Int, body: [UInt8]) -> SubmissionAttemptOutcome {
+        let rawBody = String(decoding: body, as: UTF8.self)
+        let isJSONObject = (try? JSONSerialization.jsonObject(with: Data(body))) is [String: Any]
+        let problem = isJSONObject ? try? JSONDecoder().decode(ProblemDetails.self, from: Data(body)) : nil
+        let detailsJSON = problem != nil ? rawBody : jsonString(rawBody)
+        return .rejected(httpStatus: status, problem: problem, rawBody: rawBody, detailsJSON: detailsJSON)
+    }
+
+    private static func undecodableLead(_ error: any Error) -> SubmissionAttemptOutcome {
+        // Name the field, never its value: decoding errors may quote personal data.
+        var path = ""
+        if let decodingError = error as? DecodingError {
+            switch decodingError {
+            case .keyNotFound(let key, let context): path = (context.codingPath + [key]).map(\.stringValue).joined(separator: "/")
+            case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+                path = context.codingPath.map(\.stringValue).joined(separator: "/")
+            @unknown default: path = ""
+            }
+        }
+        let problem = ProblemDetails(
+            title: "Request body does not match createLeadRequest",
+            detail: "not sent: the value at /\(path) does not decode"
+        )
+        let json = (try? JSONEncoder().encode(problem)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return .rejected(httpStatus: 0, problem: problem, rawBody: "", detailsJSON: json)
+    }
+
+    private static func outcome(of tokenError: any Error) -> SubmissionAttemptOutcome {
+        switch tokenError as? AccessTokenError {
+        case .refused(let status)?:
+            return .authenticationFailed(httpStatus: status)
+        case .unavailable(let status, _)?:
+            return .transient(httpStatus: status, description: "\(tokenError)", retryAfter: nil)
+        case nil:
+            return .transient(httpStatus: nil, description: "access token unavailable", retryAfter: nil)
+        }
+    }
+
+    private static func jsonString(_ text: String) -> String {
+        guard let data = try? JSONEncoder().encode([text]), let array = String(data: data, encoding: .utf8) else { return "\"\"" }
+        return String(array.dropFirst().dropLast())
+    }
+}
+
+/// The configuration cannot produce a working client.
+public struct SeekerLeadsConfigurationError: Error, CustomStringConvertible {
+    public let description: String
+}

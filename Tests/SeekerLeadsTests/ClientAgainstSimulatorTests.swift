@@ -1,0 +1,269 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+@testable import SeekerLeads
+import SeekerLeadsSimulator
+
+/// Keeps every log line a logger emits, with its metadata, for assertions.
+final class CapturedLogs: Sendable {
+    private let lines = Locked<[String]>([])
+    var all: [String] { lines.withLock { $0 } }
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+
+    func logger() -> Logger {
+        var logger = Logger(label: "seeker-leads-test") { _ in CapturingLogHandler(sink: self) }
+        logger.logLevel = .trace
+        return logger
+    }
+}
+
+struct CapturingLogHandler: LogHandler {
+    let sink: CapturedLogs
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        sink.append("\(event.level) \(event.message) \(merged)")
+    }
+}
+
+/// A lead body that satisfies the contract; `index` makes it unique.
+func validLeadBody(_ index: Int) -> [UInt8] {
+    Array(
+        """
+        {"lastName":"Doe","firstName":"Jane","email":"jane\(index)@example.com","phoneNumbers":[{"number":"+33511223344","type":"MOBILE"}],\
+        "message":"Interested \(index)","classifiedId":"12ABCDEFGHJK","submittedDate":"2025-01-01T10:00:00.123+02:00"}
+        """.utf8
+    )
+}
+
+struct SimulatorFixture: Sendable {
+    let simulator: RunningSimulator
+    let client: SeekerLeadsClient
+    let logs: CapturedLogs
+
+    static let clientSecret = "test-client-secret-value"
+
+    static func start(
+        faults: SimulatorFaults = SimulatorFaults(),
+        oauth: Bool = true,
+        retry: RetryPolicy = RetryPolicy(base: .milliseconds(5), max: .milliseconds(50))
+    ) async throws -> SimulatorFixture {
+        var options = SimulatorOptions()
+        options.clientSecret = clientSecret
+        options.staticToken = "test-static-token"
+        options.faults = faults
+        let simulator = try await SeekerLeadsSimulator.start(options: options, logger: Logger(label: "sim") { _ in SwiftLogNoOpLogHandler() })
+        let logs = CapturedLogs()
+        let authentication: SeekerLeadsAuthentication =
+            oauth
+            ? .clientCredentials(tokenURL: simulator.tokenURL, clientID: options.clientID, clientSecret: clientSecret, audience: simulator.baseURL)
+            : .staticToken(options.staticToken)
+        let client = try SeekerLeadsClient(
+            configuration: .init(baseURL: simulator.baseURL, authentication: authentication, retry: retry),
+            logger: logs.logger()
+        )
+        return SimulatorFixture(simulator: simulator, client: client, logs: logs)
+    }
+
+    func stop() async throws {
+        try await client.shutdown()
+        await simulator.shutdown()
+    }
+}
+
+@Suite(.serialized) struct ClientAgainstSimulatorTests {
+    @Test func budgetHoldsUnderLoad() async throws {
+        let fixture = try await SimulatorFixture.start()
+        let accepted = Locked(0)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<200 {
+                group.addTask {
+                    for round in 0..<10 {
+                        let outcome = await fixture.client.submitLead(requestBody: validLeadBody(worker * 10 + round), traceparent: nil)
+                        if case .accepted = outcome { accepted.withLock { $0 += 1 } }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let stats = await fixture.simulator.stats()
+        #expect(accepted.withLock { $0 } == 2000)
+        #expect(stats.violations == 0)
+        #expect(stats.maxStartsPerWindow <= 10)
+        #expect(stats.maxConcurrency <= 10)
+        #expect(stats.leadsStored == 2000)
+        #expect(stats.duplicateLeadsReceived == 0)
+        #expect(stats.tokenRequests == 1)
+        try await fixture.stop()
+    }
+
+    @Test func exactlyTheGivenFieldsReachTheAPI() async throws {
+        let fixture = try await SimulatorFixture.start(oauth: false)
+        let body = Array(
+            #"{"lastName":"Doe","email":"a@example.com","phoneNumbers":[{"number":"0511223344"}],"message":"m/x","classifiedId":"12ABCDEFGHJK","submittedDate":"2025-01-01T10:00:00.5Z","unknownField":1}"#.utf8
+        )
+        let outcome = await fixture.client.submitLead(requestBody: body, traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        guard case .accepted(let requestId, _, 200) = outcome else {
+            Issue.record("expected accepted, got \(outcome)")
+            return
+        }
+        #expect(!requestId.isEmpty)
+        let stored = try #require(fixture.simulator.controller.storedLeadBodies().first)
+        let object = try #require(try JSONSerialization.jsonObject(with: stored) as? [String: Any])
+        #expect(Set(object.keys) == ["lastName", "email", "phoneNumbers", "message", "classifiedId", "submittedDate"])
+        #expect(object["submittedDate"] as? String == "2025-01-01T10:00:00.5Z")
+        #expect(object["language"] == nil)
+        try await fixture.stop()
+    }
+
+    @Test func retryAfterHoldsTheWholeBudget() async throws {
+        var faults = SimulatorFaults()
+        faults.storm429Requests = 1
+        faults.retryAfterSeconds = 1
+        let fixture = try await SimulatorFixture.start(faults: faults)
+        let followers = Locked<[Task<SubmissionAttemptOutcome, any Error>]>([])
+        // The first attempt meets the storm's 429; only then do five more leads queue at the budget,
+        // which must hold them all until the Retry-After instant.
+        let (first, attempts) = try await fixture.client.submitLeadRetrying(
+            requestBody: validLeadBody(0), traceparent: nil, deadline: nil,
+            afterAttempt: { outcome in
+                guard case .transient(429, _, _) = outcome else { return }
+                let tasks = (1...5).map { index in
+                    Task { try await fixture.client.submitLeadRetrying(requestBody: validLeadBody(index), traceparent: nil, deadline: nil).outcome }
+                }
+                followers.withLock { $0 = tasks }
+            }
+        )
+        #expect(attempts == 2)
+        var outcomes = [first]
+        for task in followers.withLock({ $0 }) { outcomes.append(try await task.value) }
+        #expect(outcomes.count == 6)
+        #expect(outcomes.allSatisfy { if case .accepted = $0 { true } else { false } })
+        let log = fixture.simulator.controller.requestLog()
+        let throttled = try #require(log.first { $0.status == 429 })
+        let retryAllowedAt = throttled.answeredAtNanos + 1_000_000_000
+        #expect(log.count == 7)
+        #expect(log.filter { $0.status != 429 }.allSatisfy { $0.arrivedAtNanos >= retryAllowedAt })
+        try await fixture.stop()
+    }
+
+    @Test func transientErrorsAreRetriedPermanentOnesAreNot() async throws {
+        var faults = SimulatorFaults()
+        faults.errorRates = ["503": 1.0]
+        faults.retryAfterSeconds = 0
+        let fixture = try await SimulatorFixture.start(faults: faults)
+        let attemptsSeen = Locked(0)
+        let (outcome, attempts) = try await fixture.client.submitLeadRetrying(
+            requestBody: validLeadBody(1), traceparent: nil, deadline: nil,
+            afterAttempt: { _ in
+                if attemptsSeen.withLock({ count -> Int in count += 1; return count }) == 3 {
+                    await fixture.simulator.setFaults(SimulatorFaults())
+                }
+            }
+        )
+        guard case .accepted = outcome else {
+            Issue.record("expected accepted after retries, got \(outcome)")
+            return
+        }
+        #expect(attempts == 4)
+        #expect(await fixture.simulator.stats().requestsByStatus["503"] == 3)
+
+        let invalid = Array(#"{"lastName":"","email":"a@example.com","phoneNumbers":[{"number":"0511223344"}],"message":"m","classifiedId":"12ABCDEFGHJO","submittedDate":"2025-01-01T10:00:00Z"}"#.utf8)
+        let (rejected, rejectedAttempts) = try await fixture.client.submitLeadRetrying(requestBody: invalid, traceparent: nil, deadline: nil)
+        #expect(rejectedAttempts == 1)
+        guard case .rejected(400, let problem?, _, let detailsJSON) = rejected else {
+            Issue.record("expected a 400 rejection, got \(rejected)")
+            return
+        }
+        #expect(problem.status == 400)
+        #expect(detailsJSON.contains("/lastName") && detailsJSON.contains("/classifiedId"))
+        #expect(await fixture.simulator.stats().requestsByStatus["400"] == 1)
+        try await fixture.stop()
+    }
+
+    @Test func oneTokenIsReusedAndA401RefreshesItOnce() async throws {
+        let fixture = try await SimulatorFixture.start()
+        for index in 0..<30 {
+            _ = await fixture.client.submitLead(requestBody: validLeadBody(index), traceparent: nil)
+        }
+        #expect(await fixture.simulator.stats().tokenRequests == 1)
+
+        var revoke = SimulatorFaults()
+        revoke.revokeIssuedTokens = true
+        await fixture.simulator.setFaults(revoke)
+        let accepted = Locked(0)
+        await withTaskGroup(of: Void.self) { group in
+            for index in 0..<50 {
+                group.addTask {
+                    if case .accepted = await fixture.client.submitLead(requestBody: validLeadBody(100 + index), traceparent: nil) {
+                        accepted.withLock { $0 += 1 }
+                    }
+                }
+            }
+        }
+        let stats = await fixture.simulator.stats()
+        #expect(accepted.withLock { $0 } == 50)
+        #expect(stats.tokenRequests == 2)
+        #expect((stats.requestsByStatus["401"] ?? 0) >= 1)
+        try await fixture.stop()
+    }
+
+    @Test func secretsNeverReachTheLogs() async throws {
+        let fixture = try await SimulatorFixture.start()
+        _ = await fixture.client.submitLead(requestBody: validLeadBody(1), traceparent: nil)
+        var outage = SimulatorFaults()
+        outage.revokeIssuedTokens = true
+        outage.tokenEndpointOutage = true
+        await fixture.simulator.setFaults(outage)
+        let outcome = await fixture.client.submitLead(requestBody: validLeadBody(2), traceparent: nil)
+        #expect(outcome.isTransient)
+        #expect(await fixture.client.checkCredentials() == false)
+        let logs = fixture.logs.all
+        #expect(logs.contains { $0.contains("token endpoint") })
+        for line in logs {
+            #expect(!line.contains(SimulatorFixture.clientSecret))
+            #expect(!line.contains("sim-"))
+            #expect(!line.contains("jane"))
+        }
+        try await fixture.stop()
+    }
+
+    @Test func simulatorRejectsInvalidBodiesAndMissingTokens() async throws {
+        let fixture = try await SimulatorFixture.start(oauth: false)
+        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        func post(_ body: String, token: String?) async throws -> (Int, String) {
+            var request = HTTPClientRequest(url: fixture.simulator.baseURL + "/leads")
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.headers.add(name: "User-Agent", value: "test/1")
+            if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+            request.body = .bytes(Array(body.utf8))
+            let response = try await http.execute(request, timeout: .seconds(30))
+            let bytes = try await response.body.collect(upTo: 1 << 20)
+            return (Int(response.status.code), String(buffer: bytes))
+        }
+        let (unauthorized, _) = try await post(String(decoding: validLeadBody(1), as: UTF8.self), token: "wrong")
+        #expect(unauthorized == 401)
+        let (notJSON, notJSONBody) = try await post("not json", token: "test-static-token")
+        #expect(notJSON == 400)
+        #expect(notJSONBody.contains("\"status\":400"))
+        let (missing, missingBody) = try await post(#"{"email":"a@example.com"}"#, token: "test-static-token")
+        #expect(missing == 400)
+        #expect(missingBody.contains("/lastName") && missingBody.contains("/submittedDate"))
+        let (valid, _) = try await post(String(decoding: validLeadBody(1), as: UTF8.self), token: "test-static-token")
+        #expect(valid == 200)
+        #expect(await fixture.simulator.stats().leadsStored == 1)
+        try await http.shutdown()
+        try await fixture.stop()
+    }
+}

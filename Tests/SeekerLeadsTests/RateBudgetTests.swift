@@ -1,0 +1,139 @@
+import Foundation
+import Synchronization
+import Testing
+
+@testable import SeekerLeads
+
+@Suite struct RateBudgetTests {
+    /// No `rateLimit + 1` starts within `window`: start k+limit is at least window after start k.
+    static func startsRespectWindow(_ starts: [ContinuousClock.Instant], limit: Int, window: Duration) -> Bool {
+        let sorted = starts.sorted()
+        guard sorted.count > limit else { return true }
+        return (limit..<sorted.count).allSatisfy { sorted[$0] - sorted[$0 - limit] >= window }
+    }
+
+    @Test func slidingWindowNeverExceeded() async throws {
+        let configuration = RateBudgetConfiguration(maxInFlight: 100, rateLimit: 5, window: .milliseconds(50), margin: .zero)
+        let budget = RateBudget(configuration: configuration)
+        let starts = Locked<[ContinuousClock.Instant]>([])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<40 {
+                group.addTask {
+                    let permit = try await budget.acquire()
+                    starts.withLock { $0.append(permit.startedAt) }
+                    budget.release()
+                }
+            }
+            try await group.waitForAll()
+        }
+        let recorded = starts.withLock { $0 }
+        #expect(recorded.count == 40)
+        #expect(Self.startsRespectWindow(recorded, limit: 5, window: .milliseconds(50)))
+    }
+
+    @Test func inFlightLimitHoldsUntilRelease() async throws {
+        let budget = RateBudget(configuration: .init(maxInFlight: 2, rateLimit: 1000, window: .milliseconds(1), margin: .zero))
+        _ = try await budget.acquire()
+        _ = try await budget.acquire()
+        let third = Task { try await budget.acquire() }
+        try await waitUntil { budget.waiting == 1 }
+        #expect(budget.inFlight == 2)
+        budget.release()
+        _ = try await third.value
+        #expect(budget.inFlight == 2)
+        #expect(budget.waiting == 0)
+    }
+
+    @Test func waitersAreServedInArrivalOrder() async throws {
+        let budget = RateBudget(configuration: .init(maxInFlight: 1, rateLimit: 1000, window: .milliseconds(1), margin: .zero))
+        _ = try await budget.acquire()
+        let order = Locked<[Int]>([])
+        var tasks: [Task<Void, any Error>] = []
+        for index in 0..<20 {
+            tasks.append(
+                Task {
+                    _ = try await budget.acquire()
+                    order.withLock { $0.append(index) }
+                    budget.release()
+                }
+            )
+            // Enqueue one at a time so arrival order is known.
+            try await waitUntil { budget.waiting == index + 1 }
+        }
+        budget.release()
+        for task in tasks { try await task.value }
+        #expect(order.withLock { $0 } == Array(0..<20))
+    }
+
+    @Test func cancelledWaiterLeavesTheQueue() async throws {
+        let budget = RateBudget(configuration: .init(maxInFlight: 1, rateLimit: 1000, window: .milliseconds(1), margin: .zero))
+        _ = try await budget.acquire()
+        let cancelled = Task { try await budget.acquire() }
+        try await waitUntil { budget.waiting == 1 }
+        let next = Task { try await budget.acquire() }
+        try await waitUntil { budget.waiting == 2 }
+        cancelled.cancel()
+        await #expect(throws: CancellationError.self) { try await cancelled.value }
+        #expect(budget.waiting == 1)
+        budget.release()
+        _ = try await next.value
+        #expect(budget.inFlight == 1)
+    }
+
+    @Test func holdDelaysEveryStart() async throws {
+        let budget = RateBudget(configuration: .init())
+        let holdUntil = ContinuousClock.now.advanced(by: .milliseconds(150))
+        budget.hold(until: holdUntil)
+        let permit = try await budget.acquire()
+        #expect(permit.startedAt >= holdUntil)
+        budget.release()
+    }
+
+    @Test func retryDelaysStayUnderTheCeiling() {
+        let policy = RetryPolicy(base: .milliseconds(200), max: .seconds(30))
+        #expect(policy.ceiling(afterAttempt: 1) == .milliseconds(200))
+        #expect(policy.ceiling(afterAttempt: 3) == .milliseconds(800))
+        #expect(policy.ceiling(afterAttempt: 40) == .seconds(30))
+        for attempt in 1...20 {
+            let delay = policy.delay(afterAttempt: attempt)
+            #expect(delay >= .zero && delay <= policy.ceiling(afterAttempt: attempt))
+        }
+    }
+
+    @Test func retryAfterParsesSecondsAndHTTPDate() throws {
+        #expect(RetryAfter.delay(fromHeaderValue: "3") == .seconds(3))
+        let now = Date(timeIntervalSince1970: 784_111_777)  // Sun, 06 Nov 1994 08:49:37 GMT
+        let delay = try #require(RetryAfter.delay(fromHeaderValue: "Sun, 06 Nov 1994 08:49:47 GMT", now: now))
+        #expect(delay == .seconds(10))
+        #expect(RetryAfter.delay(fromHeaderValue: "soon") == nil)
+    }
+
+    @Test func authenticationDescriptionRedactsSecrets() {
+        let auth = SeekerLeadsAuthentication.clientCredentials(tokenURL: "http://t", clientID: "id", clientSecret: "s3cr3t", audience: "a")
+        #expect(!"\(auth)".contains("s3cr3t"))
+        #expect(!String(reflecting: auth).contains("s3cr3t"))
+        var dumped = ""
+        dump(auth, to: &dumped)
+        #expect(!dumped.contains("s3cr3t"))
+        #expect(!"\(SeekerLeadsAuthentication.staticToken("tok3n"))".contains("tok3n"))
+    }
+}
+
+/// Polls `condition` every few milliseconds until it holds, failing after a generous deadline.
+func waitUntil(timeout: Duration = .seconds(30), _ condition: () async -> Bool) async throws {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    while !(await condition()) {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("condition not met within \(timeout)")
+            throw CancellationError()
+        }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+}
+
+/// A value shared by concurrent test tasks.
+final class Locked<Value: Sendable>: Sendable {
+    private let value: Mutex<Value>
+    init(_ initial: Value) { value = Mutex(initial) }
+    func withLock<Result>(_ body: (inout sending Value) -> sending Result) -> sending Result { value.withLock(body) }
+}
