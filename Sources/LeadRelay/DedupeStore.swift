@@ -80,7 +80,8 @@ public final class DedupeStore: Sendable {
     /// The submission of `key` within the TTL before `now`, if any.
     public func submission(forKey key: String, now: Date = Date()) throws -> SubmittedLead? {
         let cutoff = now.timeIntervalSince1970 - ttl
-        return try pool.read { db in
+        // A single SELECT needs no transaction around it: unsafeRead saves the BEGIN/COMMIT round of `read`.
+        return try pool.unsafeRead { db in
             let statement = try db.cachedStatement(sql: Self.lookupSQL)
             guard let row = try Row.fetchOne(statement, arguments: [key, cutoff]) else { return nil }
             return SubmittedLead(

@@ -8,7 +8,7 @@ public protocol LogSink: Sendable {
     func write(line: String)
 }
 
-/// Standard error, one `write(2)` per line so that lines from concurrent tasks never interleave.
+/// Standard error, one `write(2)` per line: lines from concurrent tasks do not interleave (pipes up to PIPE_BUF).
 public struct StandardErrorSink: LogSink {
     public init() {}
 
@@ -16,9 +16,11 @@ public struct StandardErrorSink: LogSink {
         var bytes = Array(line.utf8)
         bytes.append(UInt8(ascii: "\n"))
         bytes.withUnsafeBytes { buffer in
+            guard let start = buffer.baseAddress else { return }
             var offset = 0
             while offset < buffer.count {
-                let written = Foundation.write(2, buffer.baseAddress! + offset, buffer.count - offset)
+                let written = Foundation.write(2, start + offset, buffer.count - offset)
+                if written < 0, errno == EINTR { continue }
                 if written <= 0 { return }
                 offset += written
             }
