@@ -42,7 +42,8 @@ public struct RelayLogHandler: LogHandler {
     private let sink: any LogSink
 
     public init(
-        label: String, level: Logger.Level, format: RelayConfiguration.LogFormat, sink: any LogSink = StandardErrorSink(),
+        label: String, level: Logger.Level, format: RelayConfiguration.LogFormat,
+        sink: any LogSink = StandardErrorSink(),
         metadataProvider: Logger.MetadataProvider? = nil
     ) {
         self.label = label
@@ -62,7 +63,9 @@ public struct RelayLogHandler: LogHandler {
         if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
         if let explicit = event.metadata { merged.merge(explicit) { _, new in new } }
         var fields: [(String, String)] = []
-        for (key, value) in merged.sorted(by: { $0.key < $1.key }) { Self.flatten(key: key, value: value, into: &fields) }
+        for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
+            Self.flatten(key: key, value: value, into: &fields)
+        }
         let message = LogScrubber.scrub(event.message.description)
         let timestamp = RFC3339Milliseconds.format(Date())
         switch format {
@@ -202,7 +205,8 @@ enum LogScrubber {
     }
 
     private static func isWordByte(_ byte: UInt8) -> Bool {
-        isDigit(byte) || (byte | 0x20 >= UInt8(ascii: "a") && byte | 0x20 <= UInt8(ascii: "z")) || byte == UInt8(ascii: "_")
+        isDigit(byte) || (byte | 0x20 >= UInt8(ascii: "a") && byte | 0x20 <= UInt8(ascii: "z"))
+            || byte == UInt8(ascii: "_")
             || byte >= 0x80
     }
 

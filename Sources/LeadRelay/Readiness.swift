@@ -24,7 +24,9 @@ public final class Readiness: Sendable {
 
     /// Sets (or adds) a flag. `reason` says, without secrets or personal data, why it fails.
     public func set(_ name: String, passing: Bool, reason: String = "") {
-        flags.withLock { $0[name] = Flag(passing: passing, reason: passing ? "" : (reason.isEmpty ? "failing" : reason)) }
+        flags.withLock {
+            $0[name] = Flag(passing: passing, reason: passing ? "" : (reason.isEmpty ? "failing" : reason))
+        }
     }
 
     /// Adds a check asked on every evaluation, such as `DedupeStore.checkHealth`.

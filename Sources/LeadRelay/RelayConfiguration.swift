@@ -101,7 +101,8 @@ public struct RelayConfiguration: Sendable {
             httpHost: try reader.host("LEAD_RELAY_HTTP_HOST", default: "0.0.0.0"),
             httpPort: try reader.integer("LEAD_RELAY_HTTP_PORT", default: 8080, in: 0...65_535),
             dedupeDatabasePath: try reader.nonEmptyLine("LEAD_RELAY_DEDUPE_DB", default: "lead-relay.sqlite"),
-            dedupeTTL: .seconds(try reader.integer("LEAD_RELAY_DEDUPE_TTL_HOURS", default: 168, in: 1...876_000) * 3600),
+            dedupeTTL: .seconds(
+                try reader.integer("LEAD_RELAY_DEDUPE_TTL_HOURS", default: 168, in: 1...876_000) * 3600),
             shutdownTimeout: .seconds(
                 try reader.integer("LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS", default: 25, in: 0...86_400)),
             logLevel: try reader.choice(
@@ -157,7 +158,8 @@ struct EnvironmentReader {
         let fileVariable = name + "_FILE"
         guard fileAllowed, let path = env[fileVariable] else { return env[name] }
         if env[name] != nil {
-            throw ConfigurationError(variable: fileVariable, message: "give either \(name) or \(fileVariable), not both")
+            throw ConfigurationError(
+                variable: fileVariable, message: "give either \(name) or \(fileVariable), not both")
         }
         guard !path.isEmpty else { throw ConfigurationError(variable: fileVariable, message: "must be a file path") }
         let contents: String
@@ -191,7 +193,8 @@ struct EnvironmentReader {
         return value
     }
 
-    func choice<Value>(_ name: String, default defaultValue: Value, choices: [(String, Value)]) throws(ConfigurationError)
+    func choice<Value>(_ name: String, default defaultValue: Value, choices: [(String, Value)])
+        throws(ConfigurationError)
         -> Value
     {
         guard let raw = env[name] else { return defaultValue }
@@ -276,7 +279,8 @@ struct EnvironmentReader {
         let clientID = try required("SEEKER_LEADS_CLIENT_ID", fileAllowed: true)
         let clientSecret = try required("SEEKER_LEADS_CLIENT_SECRET", fileAllowed: true)
         let audience = try nonEmptyLine("SEEKER_LEADS_AUDIENCE", default: baseURL.absoluteString)
-        return .clientCredentials(tokenURL: tokenURL, clientID: clientID, clientSecret: clientSecret, audience: audience)
+        return .clientCredentials(
+            tokenURL: tokenURL, clientID: clientID, clientSecret: clientSecret, audience: audience)
     }
 
     /// `KAFKA_<NAME>` becomes `<name>` lower-cased with `_` turned into `.`; `KAFKA_<NAME>_FILE` supplies `<NAME>`'s value.

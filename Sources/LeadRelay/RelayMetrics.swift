@@ -59,7 +59,8 @@ public final class RelayMetrics: Sendable {
     }
 
     private static func deadLetterCounter(reason: String, factory: any MetricsFactory) -> Counter {
-        let counter = Counter(label: "lead_relay_dead_letters_total", dimensions: [("reason", reason)], factory: factory)
+        let counter = Counter(
+            label: "lead_relay_dead_letters_total", dimensions: [("reason", reason)], factory: factory)
         counter.increment(by: 0)
         return counter
     }

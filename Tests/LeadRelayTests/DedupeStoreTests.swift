@@ -17,7 +17,9 @@ import Testing
             let store = try DedupeStore(path: directory.appendingPathComponent("d.sqlite").path, ttl: .seconds(3600))
             #expect(try store.submission(forKey: "ce:portal|1", now: Self.start) == nil)
             try store.recordSubmitted(Self.lead("ce:portal|1"))
-            #expect(try store.submission(forKey: "ce:portal|1", now: Self.start.addingTimeInterval(10)) == Self.lead("ce:portal|1"))
+            #expect(
+                try store.submission(forKey: "ce:portal|1", now: Self.start.addingTimeInterval(10))
+                    == Self.lead("ce:portal|1"))
             #expect(try store.submission(forKey: "ce:portal|1", now: Self.start.addingTimeInterval(3600)) != nil)
             #expect(try store.submission(forKey: "ce:portal|1", now: Self.start.addingTimeInterval(3601)) == nil)
             #expect(try store.submission(forKey: "ce:portal|2", now: Self.start) == nil)
@@ -59,7 +61,8 @@ import Testing
     }
 
     @Test func concurrentReadersAndWriters() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lead-relay-tests-\(UUID().uuidString)")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "lead-relay-tests-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = try DedupeStore(path: directory.appendingPathComponent("d.sqlite").path, ttl: .seconds(3600))

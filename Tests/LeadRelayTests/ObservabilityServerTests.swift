@@ -78,14 +78,16 @@ import Testing
             host: "127.0.0.1", port: 0, readiness: Readiness(flags: []), registry: registry, metrics: metrics,
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let group = ServiceGroup(
-            services: [server], gracefulShutdownSignals: [], logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+            services: [server], gracefulShutdownSignals: [],
+            logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
         let running = Task { try await group.run() }
         #expect(await eventually { server.boundPort != nil })
         let port = try #require(server.boundPort)
         #expect(port > 0)
 
         let base = "http://127.0.0.1:\(port)"
-        let (readyBody, readyResponse) = try await URLSession.shared.data(from: try #require(URL(string: base + "/health/ready")))
+        let (readyBody, readyResponse) = try await URLSession.shared.data(
+            from: try #require(URL(string: base + "/health/ready")))
         #expect((readyResponse as? HTTPURLResponse)?.statusCode == 200)
         #expect(String(decoding: readyBody, as: UTF8.self).contains("\"ready\""))
         let (metricsBody, _) = try await URLSession.shared.data(from: try #require(URL(string: base + "/metrics")))

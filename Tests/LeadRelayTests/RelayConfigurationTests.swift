@@ -11,7 +11,9 @@ import Testing
         "SEEKER_LEADS_TOKEN": "t0ken",
     ]
 
-    private func expectError(_ env: [String: String], naming variable: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    private func expectError(
+        _ env: [String: String], naming variable: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         do {
             let configuration = try RelayConfiguration.fromEnvironment(env)
             Issue.record("expected an error naming \(variable), got \(configuration)", sourceLocation: sourceLocation)
@@ -125,8 +127,9 @@ import Testing
         #expect(!configuration.description.contains("s3cr3t-value"))
 
         env["SEEKER_LEADS_AUDIENCE"] = "https://api.example.com"
-        guard case .clientCredentials(_, _, _, let audience) = try RelayConfiguration.fromEnvironment(env)
-            .seekerLeadsAuthentication
+        guard
+            case .clientCredentials(_, _, _, let audience) = try RelayConfiguration.fromEnvironment(env)
+                .seekerLeadsAuthentication
         else {
             Issue.record("expected client credentials")
             return
@@ -164,8 +167,9 @@ import Testing
             env["SEEKER_LEADS_TOKEN_URL"] = "https://auth.example.com/token"
             env["SEEKER_LEADS_CLIENT_ID_FILE"] = path
             env["SEEKER_LEADS_CLIENT_SECRET_FILE"] = path
-            guard case .clientCredentials(_, let id, let secret, _) = try RelayConfiguration.fromEnvironment(env)
-                .seekerLeadsAuthentication
+            guard
+                case .clientCredentials(_, let id, let secret, _) = try RelayConfiguration.fromEnvironment(env)
+                    .seekerLeadsAuthentication
             else {
                 Issue.record("expected client credentials")
                 return

@@ -12,10 +12,14 @@ final class MemoryLogSink: LogSink {
 }
 
 @Suite struct RelayLogHandlerTests {
-    private func logger(_ sink: MemoryLogSink, format: RelayConfiguration.LogFormat = .json, level: Logger.Level = .info)
+    private func logger(
+        _ sink: MemoryLogSink, format: RelayConfiguration.LogFormat = .json, level: Logger.Level = .info
+    )
         -> Logger
     {
-        Logger(label: "lead-relay.test") { label in RelayLogHandler(label: label, level: level, format: format, sink: sink) }
+        Logger(label: "lead-relay.test") { label in
+            RelayLogHandler(label: label, level: level, format: format, sink: sink)
+        }
     }
 
     private func object(_ line: String) throws -> [String: Any] {
@@ -28,7 +32,8 @@ final class MemoryLogSink: LogSink {
         var log = logger(sink)
         log[metadataKey: "component"] = "relay"
         log.info(
-            "record \"done\"\nnext", metadata: ["partition": .stringConvertible(3), "ctx": ["topic": "leads.submitted"]])
+            "record \"done\"\nnext",
+            metadata: ["partition": .stringConvertible(3), "ctx": ["topic": "leads.submitted"]])
         let line = try #require(sink.lines.first)
         #expect(!line.contains("\n"))
         let fields = try object(line)
@@ -66,7 +71,9 @@ final class MemoryLogSink: LogSink {
                 "list": ["x@y.io", "plain"],
             ])
         let line = try #require(sink.lines.first)
-        for secret in ["jane.doe", "example.co.uk", "12 34 56", "123-4567", "1234567\"", "Bearer x", "\"abc\"", "x@y.io"] {
+        for secret in [
+            "jane.doe", "example.co.uk", "12 34 56", "123-4567", "1234567\"", "Bearer x", "\"abc\"", "x@y.io",
+        ] {
             #expect(!line.contains(secret), "\(secret) leaked into \(line)")
         }
         let fields = try object(line)
@@ -90,7 +97,9 @@ final class MemoryLogSink: LogSink {
     }
 
     @Test func scrubberLeavesOrdinaryTextAlone() {
-        for text in ["partition 3 offset 1234567", "took 12.5 ms", "leads.submitted[2]", "2026-11-29T01:02:03.456Z", ""] {
+        for text in [
+            "partition 3 offset 1234567", "took 12.5 ms", "leads.submitted[2]", "2026-11-29T01:02:03.456Z", "",
+        ] {
             #expect(LogScrubber.scrub(text) == text)
         }
     }
