@@ -416,7 +416,8 @@ final class ConsumerPollLoop: RebalanceHandling, @unchecked Sendable {
         }
     }
 
-    func rebalance(_ error: rd_kafka_resp_err_t, partitions list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) {
+    func rebalance(_ error: rd_kafka_resp_err_t, partitions list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>)
+    {
         guard let client else { return }
         let partitions = RDKafkaClient.partitions(of: list)
         let cooperative = client.isCooperativeRebalance

@@ -59,7 +59,9 @@ public final class MockCluster: Sendable {
 
     /// Stops the brokers. Idempotent; also done on deinit.
     public func shutdown() {
-        if let cluster = cluster.withLock({ state in defer { state = nil }; return state }) {
+        if let cluster = cluster.withLock({ state in
+            defer { state = nil }; return state
+        }) {
             rd_kafka_mock_cluster_destroy(cluster.pointer)
         }
     }

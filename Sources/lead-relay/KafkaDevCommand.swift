@@ -24,7 +24,8 @@ struct KafkaDevCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kafka-dev",
         abstract: "Runs librdkafka's mock Kafka cluster on loopback until SIGINT or SIGTERM.",
-        discussion: "Prints one line, KAFKA_BOOTSTRAP_SERVERS=<host:port,...>, on standard output; logs go to standard error."
+        discussion:
+            "Prints one line, KAFKA_BOOTSTRAP_SERVERS=<host:port,...>, on standard output; logs go to standard error."
     )
 
     @Option(help: "Number of brokers.")
@@ -50,7 +51,8 @@ struct KafkaDevCommand: AsyncParsableCommand {
             logger.info("Topic created", metadata: ["topic": "\(topic.name)", "partitions": "\(topic.partitions)"])
         }
         // Written unbuffered: a parent process reads this line while kafka-dev keeps running.
-        try FileHandle.standardOutput.write(contentsOf: Data("KAFKA_BOOTSTRAP_SERVERS=\(cluster.bootstrapServers)\n".utf8))
+        try FileHandle.standardOutput.write(
+            contentsOf: Data("KAFKA_BOOTSTRAP_SERVERS=\(cluster.bootstrapServers)\n".utf8))
         let signal = await Self.waitForTerminationSignal()
         logger.info("Stopping the mock cluster", metadata: ["signal": "\(signal)"])
         cluster.shutdown()

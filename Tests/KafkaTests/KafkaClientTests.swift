@@ -86,7 +86,9 @@ import Testing
 
         try await produce(to: topic, partitions: 6, perPartition: 50, tag: "after", with: producer)
         try await waitUntil("the survivor read the second 300") {
-            secondCollector.records.filter { $0.value.map { String(decoding: $0, as: UTF8.self) }?.hasPrefix("after") == true }.count
+            secondCollector.records.filter {
+                $0.value.map { String(decoding: $0, as: UTF8.self) }?.hasPrefix("after") == true
+            }.count
                 >= 300
         }
         await producer.close()
@@ -116,7 +118,8 @@ import Testing
         try await first.close()
         await firstCollector.finished()
 
-        let second = try KafkaConsumer(configuration: consumerConfiguration(cluster), groupID: group, logger: testLogger)
+        let second = try KafkaConsumer(
+            configuration: consumerConfiguration(cluster), groupID: group, logger: testLogger)
         let secondCollector = EventCollector(second)
         try second.subscribe(topics: [topic])
         try await waitUntil("the records after the commit") { secondCollector.records.count >= 4 }
@@ -147,7 +150,9 @@ import Testing
         try await waitUntil("the other partitions flow") { offsets(of: 1).count >= 6 && offsets(of: 2).count >= 6 }
         // A second round on the flowing partitions gives the paused one time to (wrongly) deliver too.
         try await produce(to: topic, partitions: 3, perPartition: 5, tag: "paused-again", with: producer)
-        try await waitUntil("the other partitions flow again") { offsets(of: 1).count >= 11 && offsets(of: 2).count >= 11 }
+        try await waitUntil("the other partitions flow again") {
+            offsets(of: 1).count >= 11 && offsets(of: 2).count >= 11
+        }
         #expect(offsets(of: 0) == [0])
 
         try consumer.resume([paused])
@@ -155,7 +160,8 @@ import Testing
         #expect(offsets(of: 0) == Array(0...10))
         #expect(offsets(of: 1) == Array(0...10))
         try await waitUntil("lag known for all partitions") { consumer.lag().count == 3 }
-        #expect(consumer.lag() == [paused: 0, .init(topic: topic, partition: 1): 0, .init(topic: topic, partition: 2): 0])
+        #expect(
+            consumer.lag() == [paused: 0, .init(topic: topic, partition: 1): 0, .init(topic: topic, partition: 2): 0])
         await producer.close()
         try await consumer.close()
     }
@@ -225,7 +231,8 @@ import Testing
         try await produce(to: topic, partitions: 4, perPartition: 10, tag: "first", with: producer)
         try await waitUntil("first consumer read 40") { firstCollector.records.count >= 40 }
 
-        let second = try KafkaConsumer(configuration: consumerConfiguration(cluster), groupID: group, logger: testLogger)
+        let second = try KafkaConsumer(
+            configuration: consumerConfiguration(cluster), groupID: group, logger: testLogger)
         let secondCollector = EventCollector(second)
         try second.subscribe(topics: [topic])
         try await waitUntil("partitions split") {
@@ -246,6 +253,24 @@ import Testing
         await producer.close()
         try await second.close()
         try await first.close()
+    }
+
+    @Test func seekRereadsFromTheGivenOffset() async throws {
+        let cluster = try MockCluster(brokers: 1, logger: testLogger)
+        let topic = uniqueName("seek")
+        try cluster.createTopic(topic, partitions: 1)
+        let producer = try KafkaProducer(configuration: producerConfiguration(cluster), logger: testLogger)
+        try await produce(to: topic, partitions: 1, perPartition: 5, tag: "s", with: producer)
+        await producer.close()
+        let consumer = try KafkaConsumer(
+            configuration: consumerConfiguration(cluster), groupID: uniqueName("group"), logger: testLogger)
+        let collector = EventCollector(consumer)
+        try consumer.subscribe(topics: [topic])
+        try await waitUntil("five records") { collector.records.count >= 5 }
+        try await consumer.seek(TopicPartition(topic: topic, partition: 0), to: 2)
+        try await waitUntil("the re-read records") { collector.records.count >= 8 }
+        #expect(collector.records.map(\.offset) == [0, 1, 2, 3, 4, 2, 3, 4])
+        try await consumer.close()
     }
 
     @Test func producerRetriesPushedErrorsAndReportsConnectivity() async throws {
