@@ -5,6 +5,6 @@ struct LeadRelayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lead-relay",
         abstract: "Relays lead events from Kafka to the Seeker Leads API.",
-        subcommands: [KafkaDevCommand.self, ValidateCommand.self]
+        subcommands: [RunCommand.self, DemoCommand.self, ValidateCommand.self, KafkaDevCommand.self]
     )
 }

@@ -1,0 +1,116 @@
+import Foundation
+import Kafka
+import Logging
+
+/// Publishes each record's outcome: a result record, or the input record byte for byte with the
+/// dead-letter headers. It returns only once the broker acknowledged the write, because the
+/// record's offset may be committed only then.
+struct OutcomePublisher: Sendable {
+    let producer: KafkaProducer
+    let resultsTopic: String
+    let deadLetterTopic: String
+    let logger: Logger
+
+    private static let retryBase: Duration = .milliseconds(100)
+    private static let retryCap: Duration = .seconds(5)
+
+    func publish(_ outcome: RecordOutcome, of record: KafkaConsumerRecord, completedAt: Date) async {
+        let message = self.message(for: outcome, of: record, completedAt: completedAt)
+        var attempt = 0
+        while true {
+            do {
+                _ = try await producer.send(
+                    topic: message.topic, key: message.key, value: message.value, headers: message.headers)
+                return
+            } catch {
+                attempt += 1
+                logger.warning(
+                    "publishing an outcome failed; retrying",
+                    metadata: [
+                        "topic": "\(message.topic)", "input.partition": "\(record.partition)",
+                        "input.offset": "\(record.offset)", "attempt": "\(attempt)", "error": "\(error)",
+                    ])
+                let backoff = min(Self.retryCap, Self.retryBase * (1 << min(attempt, 6)))
+                try? await Task.sleep(for: backoff)
+            }
+        }
+    }
+
+    private struct OutgoingMessage {
+        var topic: String
+        var key: [UInt8]?
+        var value: [UInt8]?
+        var headers: [KafkaHeader]
+    }
+
+    private static let jsonContentType = KafkaHeader(key: "content-type", value: Array("application/json".utf8))
+
+    private func message(
+        for outcome: RecordOutcome, of record: KafkaConsumerRecord, completedAt: Date
+    ) -> OutgoingMessage {
+        switch outcome {
+        case .submitted(let lead, let identity):
+            return resultMessage(status: "SUBMITTED", lead: lead, attempts: lead.attempts, identity, record, completedAt)
+        case .duplicate(let lead, let identity):
+            return resultMessage(status: "DUPLICATE", lead: lead, attempts: 0, identity, record, completedAt)
+        case .deadLetter(let deadLetter):
+            return OutgoingMessage(
+                topic: deadLetterTopic, key: record.key, value: record.value,
+                headers: record.headers + Self.deadLetterHeaders(deadLetter, record, failedAt: completedAt))
+        }
+    }
+
+    private func resultMessage(
+        status: String, lead: SubmittedLead, attempts: Int, _ identity: LeadIdentity,
+        _ record: KafkaConsumerRecord, _ completedAt: Date
+    ) -> OutgoingMessage {
+        var json = JSONObjectWriter()
+        json.field("status", string: status)
+        json.field("dedupeKey", string: lead.dedupeKey)
+        json.field("eventId", string: identity.eventID)
+        json.field("eventSource", string: identity.eventSource)
+        json.field("classifiedId", string: identity.classifiedID)
+        json.field("requestId", string: lead.requestId)
+        json.field("title", string: lead.title)
+        json.field("httpStatus", integer: lead.httpStatus)
+        json.field("attempts", integer: attempts)
+        json.field("firstAttemptAt", string: RFC3339Milliseconds.format(lead.firstAttemptAt))
+        json.field("submittedAt", string: RFC3339Milliseconds.format(lead.submittedAt))
+        json.field("completedAt", string: RFC3339Milliseconds.format(completedAt))
+        var input = JSONObjectWriter()
+        input.field("topic", string: record.topic)
+        input.field("partition", integer: Int(record.partition))
+        input.field("offset", integer: Int(record.offset))
+        json.field("input", rawJSON: input.finish())
+        return OutgoingMessage(
+            topic: resultsTopic, key: Array(lead.dedupeKey.utf8), value: Array(json.finish().utf8),
+            headers: [Self.jsonContentType])
+    }
+
+    private static func deadLetterHeaders(
+        _ deadLetter: DeadLetter, _ record: KafkaConsumerRecord, failedAt: Date
+    ) -> [KafkaHeader] {
+        var headers: [(String, String)] = [
+            ("lead-relay.error.stage", deadLetter.stage.rawValue),
+            ("lead-relay.error.reason", deadLetter.reason.rawValue),
+            ("lead-relay.error.message", deadLetter.message),
+            ("lead-relay.error.details", deadLetter.detailsJSON),
+        ]
+        if let status = deadLetter.httpStatus {
+            headers.append(("lead-relay.error.http-status", String(status)))
+        }
+        headers.append(contentsOf: [
+            ("lead-relay.source.topic", record.topic),
+            ("lead-relay.source.partition", String(record.partition)),
+            ("lead-relay.source.offset", String(record.offset)),
+        ])
+        if let timestamp = record.timestamp {
+            headers.append(("lead-relay.source.timestamp", String(Int64(timestamp.timeIntervalSince1970 * 1000))))
+        }
+        headers.append(contentsOf: [
+            ("lead-relay.attempts", String(deadLetter.attempts)),
+            ("lead-relay.failed-at", RFC3339Milliseconds.format(failedAt)),
+        ])
+        return headers.map { KafkaHeader(key: $0.0, value: Array($0.1.utf8)) }
+    }
+}

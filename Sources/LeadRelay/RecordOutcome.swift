@@ -1,0 +1,53 @@
+import Foundation
+
+/// What became of one input record: exactly one of these is published for every record.
+enum RecordOutcome: Sendable {
+    case submitted(SubmittedLead, LeadIdentity)
+    case duplicate(SubmittedLead, LeadIdentity)
+    case deadLetter(DeadLetter)
+}
+
+extension RecordOutcome {
+    var metricsOutcome: RelayMetrics.Outcome {
+        switch self {
+        case .submitted: .submitted
+        case .duplicate: .duplicate
+        case .deadLetter: .deadLettered
+        }
+    }
+
+    var deadLetterReason: String? {
+        if case .deadLetter(let deadLetter) = self { deadLetter.reason.rawValue } else { nil }
+    }
+}
+
+/// The parts of a lead event that its result record names.
+struct LeadIdentity: Sendable {
+    var eventID: String?
+    var eventSource: String?
+    var classifiedID: String
+}
+
+/// Why a record could not be relayed, as the dead-letter headers tell it.
+struct DeadLetter: Sendable {
+    enum Stage: String, Sendable {
+        case decode, validate, submit
+    }
+
+    enum Reason: String, Sendable, CaseIterable {
+        case malformed
+        case unsupportedType = "unsupported-type"
+        case schemaViolation = "schema-violation"
+        case rejectedByAPI = "rejected-by-api"
+        case retriesExhausted = "retries-exhausted"
+    }
+
+    var stage: Stage
+    var reason: Reason
+    /// One line, free of personal data.
+    var message: String
+    /// JSON: the violations with their pointers, or the API's problem details.
+    var detailsJSON: String
+    var httpStatus: Int?
+    var attempts: Int
+}

@@ -1,0 +1,118 @@
+import Foundation
+import Kafka
+import LeadEvents
+import Logging
+import Prometheus
+import SeekerLeads
+import ServiceLifecycle
+import Synchronization
+
+/// The relay assembled from its configuration: what `lead-relay run` and `lead-relay demo` start.
+public final class RelayRuntime: Sendable {
+    public let relay: RelayService
+    public let observability: ObservabilityServer
+    public let tally: OutcomeTally
+    private let client: SeekerLeadsClient
+
+    /// librdkafka prefetches up to 64 MiB per consumer by default; the relay holds at most
+    /// `LEAD_RELAY_MAX_PENDING_RECORDS` records anyway, so a few MiB of prefetch keep it fed.
+    static let consumerDefaults = [
+        "queued.max.messages.kbytes": "4096",
+        "fetch.max.bytes": "4194304",
+    ]
+
+    /// Services in start order; a service group stops them in reverse, so the relay drains first
+    /// and the health and metrics endpoint stays up longest.
+    public var services: [any Service] { [observability, relay] }
+
+    public init(
+        configuration: RelayConfiguration, registry: PrometheusCollectorRegistry, logger: Logger,
+        onHTTPRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) throws {
+        let kafka = KafkaConfiguration(properties: configuration.kafkaProperties)
+        var consumerConfiguration = kafka
+        consumerConfiguration.properties.merge(Self.consumerDefaults) { configured, _ in configured }
+        let consumer = try KafkaConsumer(
+            configuration: consumerConfiguration, groupID: configuration.groupID, logger: logger,
+            bufferCapacity: min(1000, configuration.maxPendingRecords))
+        let producer = try KafkaProducer(configuration: kafka, logger: logger)
+        let client = try SeekerLeadsClient(
+            configuration: SeekerLeadsClientConfiguration(configuration), logger: logger)
+        let dedupeStore = try DedupeStore(path: configuration.dedupeDatabasePath, ttl: configuration.dedupeTTL)
+
+        let metrics = RelayMetrics()
+        let readiness = Readiness(flags: [Readiness.credentials])
+        readiness.addProbe(Readiness.consumer) { consumer.isInGroup }
+        readiness.addProbe(Readiness.producer) { await producer.isConnected(timeout: .seconds(2)) }
+        readiness.addProbe(Readiness.dedupeStore) { dedupeStore.checkHealth() }
+
+        let gates = SubmissionGates(
+            circuit: CircuitBreaker(
+                threshold: configuration.circuitThreshold, baseBackoff: configuration.retryBase,
+                maxBackoff: configuration.retryMax),
+            credentials: CircuitBreaker(
+                threshold: 1, baseBackoff: configuration.retryBase, maxBackoff: configuration.retryMax),
+            metrics: metrics, readiness: readiness)
+        let tally = OutcomeTally()
+        let processor = RecordProcessor(
+            decoder: LeadEventDecoder(eventType: configuration.eventType, maxEventBytes: configuration.maxEventBytes),
+            dedupeStore: dedupeStore, exclusivity: KeyedExclusivity(), client: client, gates: gates,
+            publisher: OutcomePublisher(
+                producer: producer, resultsTopic: configuration.resultsTopic,
+                deadLetterTopic: configuration.deadLetterTopic, logger: logger),
+            metrics: metrics, tally: tally, retryDeadline: configuration.retryDeadline, logger: logger)
+        relay = RelayService(
+            settings: RelayService.Settings(
+                inputTopic: configuration.inputTopic, shutdownTimeout: configuration.shutdownTimeout,
+                maxPendingRecords: configuration.maxPendingRecords),
+            consumer: consumer, producer: producer, processor: processor, gates: gates, readiness: readiness,
+            client: client, metrics: metrics, logger: logger)
+        observability = ObservabilityServer(
+            host: configuration.httpHost, port: configuration.httpPort, readiness: readiness, registry: registry,
+            metrics: metrics, logger: logger, onRunning: onHTTPRunning)
+        self.client = client
+        self.tally = tally
+    }
+
+    /// Releases the API client's connections; after the service group has finished.
+    public func shutdown() async {
+        try? await client.shutdown()
+    }
+}
+
+/// Outcomes counted in process, for the demo's progress line and summary.
+public final class OutcomeTally: Sendable {
+    private let counts = Mutex([RelayMetrics.Outcome: Int]())
+
+    public init() {}
+
+    func add(_ outcome: RelayMetrics.Outcome) {
+        counts.withLock { $0[outcome, default: 0] += 1 }
+    }
+
+    public func count(of outcome: RelayMetrics.Outcome) -> Int {
+        counts.withLock { $0[outcome, default: 0] }
+    }
+
+    public var total: Int { counts.withLock { $0.values.reduce(0, +) } }
+}
+
+extension SeekerLeadsClientConfiguration {
+    init(_ configuration: RelayConfiguration) {
+        let authentication: SeekerLeadsAuthentication
+        switch configuration.seekerLeadsAuthentication {
+        case .staticToken(let token):
+            authentication = .staticToken(token)
+        case .clientCredentials(let tokenURL, let clientID, let clientSecret, let audience):
+            authentication = .clientCredentials(
+                tokenURL: tokenURL.absoluteString, clientID: clientID, clientSecret: clientSecret, audience: audience)
+        }
+        self.init(
+            baseURL: configuration.seekerLeadsBaseURL.absoluteString, authentication: authentication,
+            timeout: configuration.seekerLeadsTimeout,
+            budget: RateBudgetConfiguration(
+                maxInFlight: configuration.maxInFlight, rateLimit: configuration.rateLimit,
+                window: configuration.rateWindow, margin: configuration.rateMargin),
+            retry: RetryPolicy(base: configuration.retryBase, max: configuration.retryMax))
+    }
+}

@@ -1,0 +1,91 @@
+import SeekerLeads
+import Synchronization
+
+/// The two reasons to hold every submission: an API that keeps failing transiently (the circuit)
+/// and credentials that the API refuses. While either holds, one lead at a time probes with
+/// back-off, and the relay pauses its partitions.
+final class SubmissionGates: Sendable {
+    private let circuit: CircuitBreaker
+    private let credentials: CircuitBreaker
+    private let metrics: RelayMetrics
+    private let readiness: Readiness
+    private let lastHolding = Mutex(false)
+
+    init(circuit: CircuitBreaker, credentials: CircuitBreaker, metrics: RelayMetrics, readiness: Readiness) {
+        self.circuit = circuit
+        self.credentials = credentials
+        self.metrics = metrics
+        self.readiness = readiness
+    }
+
+    var isHoldingSubmissions: Bool { circuit.isOpen || credentials.isOpen }
+
+    /// Gates for the attempts of one lead: each attempt's permissions are reported with its outcome.
+    func attemptGate() -> AttemptGate { AttemptGate(gates: self) }
+
+    /// Follows both breakers until cancelled: keeps the metrics and readiness true and tells
+    /// `onHoldingChange` each time submissions start or stop being held.
+    func followChanges(_ onHoldingChange: @escaping @Sendable (Bool) async -> Void) async {
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await state in self.circuit.stateChanges {
+                    self.metrics.setCircuitOpen(state == .open)
+                    await self.reportHolding(onHoldingChange)
+                }
+            }
+            group.addTask {
+                for await state in self.credentials.stateChanges {
+                    self.metrics.setAuthFailing(state == .open)
+                    self.readiness.set(
+                        Readiness.credentials, passing: state == .closed,
+                        reason: state == .open ? "the API refuses the credentials" : "")
+                    await self.reportHolding(onHoldingChange)
+                }
+            }
+        }
+    }
+
+    private func reportHolding(_ onHoldingChange: @Sendable (Bool) async -> Void) async {
+        let holding = isHoldingSubmissions
+        let changed = lastHolding.withLock { last in
+            defer { last = holding }
+            return last != holding
+        }
+        if changed { await onHoldingChange(holding) }
+    }
+
+    final class AttemptGate: Sendable {
+        private let gates: SubmissionGates
+        private let permissions = Mutex<(credentials: CircuitBreaker.Permission, circuit: CircuitBreaker.Permission)>(
+            (.normal, .normal))
+
+        fileprivate init(gates: SubmissionGates) { self.gates = gates }
+
+        func waitForPermission() async throws {
+            let credentialsPermission = try await gates.credentials.waitForPermission()
+            let circuitPermission: CircuitBreaker.Permission
+            do {
+                circuitPermission = try await gates.circuit.waitForPermission()
+            } catch {
+                if credentialsPermission == .probe { gates.credentials.probeAbandoned() }
+                throw error
+            }
+            permissions.withLock { $0 = (credentialsPermission, circuitPermission) }
+        }
+
+        func observe(_ outcome: SubmissionAttemptOutcome) {
+            let (credentialsPermission, circuitPermission) = permissions.withLock { $0 }
+            switch outcome {
+            case .accepted, .rejected:
+                gates.credentials.recordSuccess()
+                gates.circuit.recordSuccess()
+            case .authenticationFailed:
+                gates.credentials.recordTransientFailure(credentialsPermission)
+                gates.circuit.recordSuccess()
+            case .transient:
+                gates.circuit.recordTransientFailure(circuitPermission)
+                if credentialsPermission == .probe { gates.credentials.probeAbandoned() }
+            }
+        }
+    }
+}
