@@ -62,6 +62,7 @@ public final class RelayService: Service, Sendable {
             housekeeping.addTask { await self.publishLagPeriodically() }
             housekeeping.addTask { await self.followGates() }
             housekeeping.addTask { await self.confirmCredentials() }
+            housekeeping.addTask { await self.purgeExpiredSubmissionsPeriodically() }
             await cancelWhenGracefulShutdown { await self.consume() }
             housekeeping.cancelAll()
         }
@@ -166,6 +167,19 @@ public final class RelayService: Service, Sendable {
             readiness.set(Readiness.credentials, passing: false, reason: "no access token could be obtained")
             try? await Task.sleep(for: delay)
             delay = min(delay * 2, .seconds(30))
+        }
+    }
+
+    /// Keeps the dedupe store at the size of one TTL of submissions.
+    private func purgeExpiredSubmissionsPeriodically() async {
+        while !Task.isCancelled {
+            do {
+                let purged = try processor.dedupeStore.purgeExpired()
+                if purged > 0 { logger.info("expired dedupe keys purged", metadata: ["count": "\(purged)"]) }
+            } catch {
+                logger.warning("purging expired dedupe keys failed", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: .seconds(600))
         }
     }
 
