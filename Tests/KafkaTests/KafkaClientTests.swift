@@ -237,17 +237,19 @@ import Testing
         try second.subscribe(topics: [topic])
         try await waitUntil("partitions split") {
             let (a, b) = (first.assignment(), second.assignment())
-            return !b.isEmpty && a.isDisjoint(with: b) && a.union(b) == allPartitions
+            return !a.isEmpty && !b.isEmpty && a.isDisjoint(with: b) && a.union(b) == allPartitions
         }
         let moved = second.assignment()
-        #expect(Set(firstCollector.snapshot.revoked.flatMap { $0 }) == moved)
+        let history = "first: \(firstCollector.snapshot.assigned) -\(firstCollector.snapshot.revoked); "
+            + "second: \(secondCollector.snapshot.assigned) -\(secondCollector.snapshot.revoked)"
+        #expect(Set(firstCollector.snapshot.revoked.flatMap { $0 }) == moved, "\(history)")
         #expect(commitFailures.count == 0)
 
         try await produce(to: topic, partitions: 4, perPartition: 5, tag: "second", with: producer)
         try await waitUntil("the new owner read the new records") { secondCollector.records.count >= 5 * moved.count }
         for partition in moved {
             let offsets = secondCollector.records.filter { $0.topicPartition == partition }.map(\.offset)
-            #expect(offsets == Array(10..<15), "\(partition)")
+            #expect(offsets == Array(10..<15), "\(partition) \(history)")
         }
         #expect(secondCollector.records.count == 5 * moved.count)
         await producer.close()
