@@ -240,7 +240,8 @@ import Testing
             return !a.isEmpty && !b.isEmpty && a.isDisjoint(with: b) && a.union(b) == allPartitions
         }
         let moved = second.assignment()
-        let history = "first: \(firstCollector.snapshot.assigned) -\(firstCollector.snapshot.revoked); "
+        let history =
+            "first: \(firstCollector.snapshot.assigned) -\(firstCollector.snapshot.revoked); "
             + "second: \(secondCollector.snapshot.assigned) -\(secondCollector.snapshot.revoked)"
         #expect(Set(firstCollector.snapshot.revoked.flatMap { $0 }) == moved, "\(history)")
         #expect(commitFailures.count == 0)
