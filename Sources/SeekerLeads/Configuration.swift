@@ -35,15 +35,16 @@ public struct RateBudgetConfiguration: Sendable, Equatable {
     public var rateLimit: Int = 10
     /// The sliding window (`LEAD_RELAY_RATE_WINDOW_MS`).
     public var window: Duration = .milliseconds(200)
-    /// Added to the window: the API counts a start when the request reaches it, which is a little
-    /// later than when the budget lets it go (`LEAD_RELAY_RATE_MARGIN_MS`).
-    public var margin: Duration = .milliseconds(2)
+    /// Added to the window: the budget counts a start when the request head is written and the API
+    /// when it reads it; the margin covers the difference between those two reads of the clock
+    /// (`LEAD_RELAY_RATE_MARGIN_MS`).
+    public var margin: Duration = .milliseconds(1)
 
     public init(
         maxInFlight: Int = 10,
         rateLimit: Int = 10,
         window: Duration = .milliseconds(200),
-        margin: Duration = .milliseconds(2)
+        margin: Duration = .milliseconds(1)
     ) {
         self.maxInFlight = max(1, maxInFlight)
         self.rateLimit = max(1, rateLimit)

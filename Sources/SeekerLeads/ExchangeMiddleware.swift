@@ -13,21 +13,21 @@ final class ExchangeRecord: Sendable {
     }
 
     let bearerToken: String
-    /// The request takes its permit here, after the body is encoded and just before the bytes go
-    /// out, so the budget's start is as close as possible to when the API counts it.
+    /// The request takes its permit in the middleware, after the body is encoded; the transport
+    /// reports when the head was written, which is the start the budget counts.
     let budget: RateBudget
     private let recordedResponse = Mutex<Response?>(nil)
-    private let permitStart = Mutex<ContinuousClock.Instant?>(nil)
+    private let permitGrant = Mutex<ContinuousClock.Instant?>(nil)
 
     init(bearerToken: String, budget: RateBudget) {
         self.bearerToken = bearerToken
         self.budget = budget
     }
 
-    /// When the budget let the request start, once it did.
-    var startedAt: ContinuousClock.Instant? { permitStart.withLock { $0 } }
+    /// When the budget let the request go, once it did.
+    var grantedAt: ContinuousClock.Instant? { permitGrant.withLock { $0 } }
 
-    func recordStart(_ instant: ContinuousClock.Instant) { permitStart.withLock { $0 = instant } }
+    func recordGrant(_ instant: ContinuousClock.Instant) { permitGrant.withLock { $0 = instant } }
 
     var response: Response? { recordedResponse.withLock { $0 } }
 
@@ -58,10 +58,13 @@ struct ExchangeMiddleware: ClientMiddleware {
             request.headerFields[.authorization] = "Bearer \(record.bearerToken)"
         }
         guard let record else { return try await next(request, body, baseURL) }
-        let permit = try await record.budget.acquire()
-        record.recordStart(permit.startedAt)
-        defer { record.budget.release() }
-        let (response, responseBody) = try await next(request, body, baseURL)
+        let budget = record.budget
+        let permit = try await budget.acquire()
+        record.recordGrant(permit.grantedAt)
+        defer { budget.release(permit) }
+        let (response, responseBody) = try await RequestHeadWrite.$observer.withValue({ budget.markStarted(permit, at: $0) }) {
+            try await next(request, body, baseURL)
+        }
         let retryAfter = response.headerFields[.retryAfter]
         if response.status.code == 429 || response.status.code == 503,
             let delay = retryAfter.flatMap({ RetryAfter.delay(fromHeaderValue: $0) })

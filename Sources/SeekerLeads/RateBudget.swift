@@ -4,30 +4,46 @@ import Synchronization
 /// The API's budget shared by every caller in the process: at most `maxInFlight` requests
 /// outstanding and at most `rateLimit` starts in any sliding window of `window + margin`.
 ///
+/// A start is the instant the request head reaches the socket, because that is (within the
+/// loopback or network delay) when the API counts it; the instant the budget decides is earlier by
+/// a scheduling delay of unknown length. So a permit takes a slot in the window when it is granted,
+/// and `markStarted(_:at:)` moves the slot to the instant of the write. Until then the slot counts
+/// as inside every window, so no later start can be granted against a write that has not happened.
+///
 /// Callers are served first come, first served. A waiting caller that is cancelled leaves the queue
 /// at once. When the next start is held back only by time, one timer wakes the queue at the exact
-/// instant the oldest start of the window expires, so no start is lost to polling.
+/// instant the window allows it, so no start is lost to polling.
 public final class RateBudget: Sendable {
-    /// Granted by `acquire()`; give it back with `release()` when the request is over.
+    /// Granted by `acquire()`; report the write with `markStarted(_:at:)` and give it back with
+    /// `release(_:)` when the request is over.
     public struct Permit: Sendable {
         /// How long the caller waited for it.
         public let waited: Duration
-        /// When the budget let the request start.
-        public let startedAt: ContinuousClock.Instant
+        /// When the budget let the request go.
+        public let grantedAt: ContinuousClock.Instant
+        fileprivate let slotID: UInt64
     }
 
-    private typealias Waiter = CheckedContinuation<ContinuousClock.Instant, any Error>
+    private typealias Waiter = CheckedContinuation<Permit, any Error>
+
+    /// One start in the sliding window.
+    private struct Slot {
+        let id: UInt64
+        /// The grant instant until the write is reported, then the write instant.
+        var startedAt: ContinuousClock.Instant
+        var written: Bool
+    }
 
     private struct State {
         var inFlight = 0
-        /// The most recent starts, oldest first; never more than `rateLimit`.
-        var recentStarts: [ContinuousClock.Instant] = []
-        var recentStartsHead = 0
+        /// Starts that can still constrain a future start, in grant order.
+        var slots: [Slot] = []
+        var nextSlotID: UInt64 = 0
         var heldUntil: ContinuousClock.Instant?
         /// Waiter ids in arrival order; ids whose waiter was cancelled stay until they reach the head.
         var queue: [UInt64] = []
         var queueHead = 0
-        var waiters: [UInt64: Waiter] = [:]
+        var waiters: [UInt64: (waiter: Waiter, arrival: ContinuousClock.Instant)] = [:]
         var nextWaiterID: UInt64 = 0
         var timerDeadline: ContinuousClock.Instant?
     }
@@ -36,6 +52,7 @@ public final class RateBudget: Sendable {
     private let state = Mutex(State())
     private let clock = ContinuousClock()
     private let waitTimer = Timer(label: "lead_relay_budget_wait_seconds")
+    private let timerLateness = Timer(label: "lead_relay_budget_timer_lateness_seconds")
 
     public init(configuration: RateBudgetConfiguration) {
         self.configuration = configuration
@@ -44,26 +61,44 @@ public final class RateBudget: Sendable {
     /// Waits for a start. Throws `CancellationError` when the calling task is cancelled first.
     public func acquire() async throws -> Permit {
         let arrival = clock.now
-        let immediate = state.withLock { state -> ContinuousClock.Instant? in
-            guard state.waiters.isEmpty, let earliest = earliestStart(state), earliest <= arrival else { return nil }
-            recordStart(at: arrival, in: &state)
-            return arrival
+        let immediate = state.withLock { state -> Permit? in
+            guard state.waiters.isEmpty, let earliest = earliestStart(&state, now: arrival), earliest <= arrival else {
+                return nil
+            }
+            return grant(arrivedAt: arrival, now: arrival, in: &state)
         }
-        let startedAt: ContinuousClock.Instant
+        let permit: Permit
         if let immediate {
-            startedAt = immediate
+            permit = immediate
         } else {
-            startedAt = try await enqueueAndWait()
+            permit = try await enqueueAndWait(arrival: arrival)
         }
-        let waited = startedAt - arrival
-        waitTimer.recordNanoseconds(waited.nanosecondsValue)
-        return Permit(waited: waited, startedAt: startedAt)
+        waitTimer.recordNanoseconds(permit.waited.nanosecondsValue)
+        return permit
     }
 
-    /// Ends a request started with `acquire()`.
-    public func release() {
+    /// Moves the permit's start to `instant`, when its request head was written to the socket.
+    /// Call at most once per permit, before `release(_:)`.
+    public func markStarted(_ permit: Permit, at instant: ContinuousClock.Instant) {
+        let actions = state.withLock { state -> GrantActions in
+            guard let index = state.slots.firstIndex(where: { $0.id == permit.slotID }) else { return GrantActions() }
+            state.slots[index].startedAt = max(state.slots[index].startedAt, instant)
+            state.slots[index].written = true
+            return grantWaiters(&state)
+        }
+        perform(actions)
+    }
+
+    /// Ends a request started with `acquire()`. A request whose write was never reported may still
+    /// have reached the API at any moment until now, so its start counts as now.
+    public func release(_ permit: Permit) {
+        let now = clock.now
         let actions = state.withLock { state -> GrantActions in
             state.inFlight -= 1
+            if let index = state.slots.firstIndex(where: { $0.id == permit.slotID }), !state.slots[index].written {
+                state.slots[index].startedAt = now
+                state.slots[index].written = true
+            }
             return grantWaiters(&state)
         }
         perform(actions)
@@ -79,13 +114,6 @@ public final class RateBudget: Sendable {
         perform(actions)
     }
 
-    /// Runs `body` inside one permit.
-    public func withPermit<Result: Sendable>(_ body: (Permit) async throws -> Result) async throws -> Result {
-        let permit = try await acquire()
-        defer { release() }
-        return try await body(permit)
-    }
-
     /// The number of requests currently holding a permit.
     public var inFlight: Int { state.withLock { $0.inFlight } }
 
@@ -94,7 +122,7 @@ public final class RateBudget: Sendable {
 
     // MARK: - Queue
 
-    private func enqueueAndWait() async throws -> ContinuousClock.Instant {
+    private func enqueueAndWait(arrival: ContinuousClock.Instant) async throws -> Permit {
         let waiterID = state.withLock { state -> UInt64 in
             state.nextWaiterID += 1
             return state.nextWaiterID
@@ -103,7 +131,7 @@ public final class RateBudget: Sendable {
             try await withCheckedThrowingContinuation { (continuation: Waiter) in
                 let actions = state.withLock { state -> GrantActions? in
                     if Task.isCancelled { return nil }
-                    state.waiters[waiterID] = continuation
+                    state.waiters[waiterID] = (continuation, arrival)
                     state.queue.append(waiterID)
                     return grantWaiters(&state)
                 }
@@ -115,17 +143,17 @@ public final class RateBudget: Sendable {
             }
         } onCancel: {
             let cancelled = state.withLock { state in state.waiters.removeValue(forKey: waiterID) }
-            cancelled?.resume(throwing: CancellationError())
+            cancelled?.waiter.resume(throwing: CancellationError())
         }
     }
 
     private struct GrantActions {
-        var granted: [(Waiter, ContinuousClock.Instant)] = []
+        var granted: [(Waiter, Permit)] = []
         var armTimerAt: ContinuousClock.Instant?
     }
 
     /// Lets the queue's head start while the budget allows, then arms the timer when the head
-    /// waits for time rather than for a release.
+    /// waits for time rather than for a write report or a release.
     private func grantWaiters(_ state: inout State) -> GrantActions {
         var actions = GrantActions()
         let now = clock.now
@@ -135,7 +163,7 @@ public final class RateBudget: Sendable {
                 state.queueHead += 1
                 continue
             }
-            guard let earliest = earliestStart(state) else { break }
+            guard let earliest = earliestStart(&state, now: now) else { break }
             guard earliest <= now else {
                 if state.timerDeadline.map({ $0 > earliest }) ?? true {
                     state.timerDeadline = earliest
@@ -143,10 +171,9 @@ public final class RateBudget: Sendable {
                 }
                 break
             }
-            guard let waiter = state.waiters.removeValue(forKey: waiterID) else { break }
+            guard let (waiter, arrival) = state.waiters.removeValue(forKey: waiterID) else { break }
             state.queueHead += 1
-            recordStart(at: now, in: &state)
-            actions.granted.append((waiter, now))
+            actions.granted.append((waiter, grant(arrivedAt: arrival, now: now, in: &state)))
         }
         if state.queueHead > 1024, state.queueHead * 2 > state.queue.count {
             state.queue.removeFirst(state.queueHead)
@@ -156,8 +183,8 @@ public final class RateBudget: Sendable {
     }
 
     private func perform(_ actions: GrantActions) {
-        for (waiter, startedAt) in actions.granted {
-            waiter.resume(returning: startedAt)
+        for (waiter, permit) in actions.granted {
+            waiter.resume(returning: permit)
         }
         if let deadline = actions.armTimerAt {
             Task { [self] in
@@ -168,6 +195,7 @@ public final class RateBudget: Sendable {
     }
 
     private func timerFired(deadline: ContinuousClock.Instant) {
+        timerLateness.recordNanoseconds((clock.now - deadline).nanosecondsValue)
         let actions = state.withLock { state -> GrantActions in
             if state.timerDeadline == deadline { state.timerDeadline = nil }
             return grantWaiters(&state)
@@ -178,28 +206,33 @@ public final class RateBudget: Sendable {
     // MARK: - Budget arithmetic
 
     /// The earliest instant the next start is allowed by the window and any hold (possibly in the
-    /// past), or nil when only a release can make room.
-    private func earliestStart(_ state: State) -> ContinuousClock.Instant? {
+    /// past), or nil when only a write report or a release can make room. Forgets slots that can
+    /// no longer constrain a start at or after `now`.
+    private func earliestStart(_ state: inout State, now: ContinuousClock.Instant) -> ContinuousClock.Instant? {
         guard state.inFlight < configuration.maxInFlight else { return nil }
+        let span = configuration.window + configuration.margin
+        state.slots.removeAll { $0.written && $0.startedAt.advanced(by: span) <= now }
+        let unwritten = state.slots.count { !$0.written }
+        guard unwritten < configuration.rateLimit else { return nil }
+        // The new start needs fewer than `rateLimit` slots inside the window ending at it; unwritten
+        // slots are inside every window, so the written ones may contribute `rateLimit - unwritten - 1`.
+        // It can go once the `(rateLimit - unwritten)`-th most recent write leaves the window.
+        let allowedWritten = configuration.rateLimit - unwritten
         var earliest = state.heldUntil
-        if state.recentStarts.count - state.recentStartsHead >= configuration.rateLimit {
-            let oldest = state.recentStarts[state.recentStartsHead]
-            let windowEnd = oldest.advanced(by: configuration.window + configuration.margin)
+        let writes = state.slots.lazy.filter(\.written).map(\.startedAt)
+        if writes.count >= allowedWritten {
+            let bounding = writes.sorted(by: >)[allowedWritten - 1]
+            let windowEnd = bounding.advanced(by: span)
             earliest = max(earliest ?? windowEnd, windowEnd)
         }
         return earliest ?? .zeroReference
     }
 
-    private func recordStart(at instant: ContinuousClock.Instant, in state: inout State) {
+    private func grant(arrivedAt arrival: ContinuousClock.Instant, now: ContinuousClock.Instant, in state: inout State) -> Permit {
         state.inFlight += 1
-        state.recentStarts.append(instant)
-        if state.recentStarts.count - state.recentStartsHead > configuration.rateLimit {
-            state.recentStartsHead += 1
-        }
-        if state.recentStartsHead >= 64 {
-            state.recentStarts.removeFirst(state.recentStartsHead)
-            state.recentStartsHead = 0
-        }
+        state.nextSlotID += 1
+        state.slots.append(Slot(id: state.nextSlotID, startedAt: now, written: false))
+        return Permit(waited: now - arrival, grantedAt: now, slotID: state.nextSlotID)
     }
 }
 

@@ -2,7 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
-import OpenAPIAsyncHTTPClient
+import NIOPosix
 import OpenAPIRuntime
 
 /// The Seeker Leads API client: one long-lived HTTP client with a connection pool, the generated
@@ -12,6 +12,7 @@ public final class SeekerLeadsClient: Sendable {
     /// The budget every request of this client goes through.
     public let budget: RateBudget
     private let httpClient: HTTPClient
+    private let eventLoopGroup: MultiThreadedEventLoopGroup
     private let api: Client
     private let tokens: AccessTokenProvider
     private let metrics = ClientMetrics()
@@ -34,15 +35,20 @@ public final class SeekerLeadsClient: Sendable {
             decompression: .disabled
         )
         httpConfiguration.httpVersion = .http1Only
-        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+        // One event loop of its own: every connection's writes and their reports to the budget then
+        // happen on one thread, with no hop between the write and the report, and no other part of
+        // the process (a server sharing the singleton group) can delay them.
+        let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let httpClient = HTTPClient(eventLoopGroupProvider: .shared(eventLoopGroup), configuration: httpConfiguration)
         self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
         self.httpClient = httpClient
         self.budget = RateBudget(configuration: configuration.budget)
         self.logger = logger
         self.api = Client(
             serverURL: serverURL,
             configuration: .init(jsonEncodingOptions: [.withoutEscapingSlashes]),
-            transport: AsyncHTTPClientTransport(configuration: .init(client: httpClient, timeout: timeout)),
+            transport: HeadWriteReportingTransport(client: httpClient, timeout: configuration.timeout),
             middlewares: [ExchangeMiddleware(userAgent: configuration.userAgent)]
         )
         self.tokens = AccessTokenProvider(
@@ -124,6 +130,7 @@ public final class SeekerLeadsClient: Sendable {
     /// Closes the connection pool. Call once, after the last request.
     public func shutdown() async throws {
         try await httpClient.shutdown()
+        try await eventLoopGroup.shutdownGracefully()
     }
 
     // MARK: - One exchange
@@ -147,7 +154,7 @@ public final class SeekerLeadsClient: Sendable {
             output = nil
             failure = error
         }
-        let elapsed = ContinuousClock.now - (record.startedAt ?? .now)
+        let elapsed = ContinuousClock.now - (record.grantedAt ?? .now)
         metrics.requestDuration.recordNanoseconds(elapsed.nanosecondsValue)
 
         guard let response = record.response else {

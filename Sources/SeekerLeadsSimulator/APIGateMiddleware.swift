@@ -15,8 +15,9 @@ public struct SimulatorRequestContext: RequestContext {
     }
 }
 
-/// What the API does before a route runs: count the start against the budget, inject faults,
-/// check the bearer token, and check the `POST /leads` body against the contract.
+/// What the API does before a route runs: answer 429 to requests `BudgetAccountingHandler` found
+/// over the budget, inject faults, check the bearer token, and check the `POST /leads` body against
+/// the contract.
 struct APIGateMiddleware: RouterMiddleware {
     typealias Context = SimulatorRequestContext
 
@@ -34,14 +35,16 @@ struct APIGateMiddleware: RouterMiddleware {
     private struct ConnectionDropped: Error {}
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let path = request.uri.path
-        guard !path.hasPrefix("/_sim/"), path != "/oauth/token" else { return try await next(request, context) }
-        let arrivedAt = ContinuousClock.now
-        let admission = state.admit(at: arrivedAt)
+        guard let arrivedAtNanos = request.headers[.simulatorArrival].flatMap({ Int64($0) }) else {
+            return try await next(request, context)
+        }
+        let violation = request.headers[.simulatorBudgetViolation]
         var status: Int?
-        defer { state.finish(method: request.method.rawValue, path: path, arrivedAt: arrivedAt, status: status) }
+        defer {
+            state.recordAnswer(method: request.method.rawValue, path: request.uri.path, arrivedAtNanos: arrivedAtNanos, status: status)
+        }
         do {
-            let response = try await gate(request, context: context, admission: admission, next: next)
+            let response = try await gate(request, context: context, violation: violation, next: next)
             status = response.status.code
             return response
         } catch is ConnectionDropped {
@@ -55,12 +58,12 @@ struct APIGateMiddleware: RouterMiddleware {
     private func gate(
         _ request: Request,
         context: Context,
-        admission: SimulatorState.Admission,
+        violation: String?,
         next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         let traceparent = request.headers[.traceparent]
         let faults = state.faults
-        if case .overBudget(let kind) = admission {
+        if let kind = violation {
             return problem(429, "over the budget of \(state.options.maxInFlight) concurrent requests and \(state.options.rateLimit) starts per \(state.options.windowMs) ms (\(kind))", traceparent: traceparent, retryAfter: faults)
         }
         let latencyMs = faults.latencyMs + (faults.latencyJitterMs > 0 ? Int.random(in: 0...faults.latencyJitterMs) : 0)

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 import OpenAPIHummingbird
 import ServiceLifecycle
 
@@ -9,10 +10,12 @@ import ServiceLifecycle
 /// endpoint, and admin routes (`/_sim/...`).
 public enum SeekerLeadsSimulator {
     /// The Hummingbird application serving the simulator; run it as a `Service`.
-    /// `onRunning` gets the bound port once the server listens.
+    /// `onRunning` gets the bound port once the server listens. The budget is counted on
+    /// `eventLoopGroup`'s loops as request heads are read, so a busy loop delays the count.
     public static func makeApplication(
         options: SimulatorOptions,
         logger: Logger,
+        eventLoopGroup: EventLoopGroupProvider = .singleton,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) throws -> (application: some ApplicationProtocol, controller: SimulatorController) {
         let state = SimulatorState(options: options)
@@ -23,17 +26,22 @@ public enum SeekerLeadsSimulator {
         addAdminRoutes(to: router, state: state)
         let application = Application(
             router: router,
+            server: .http1(configuration: .init(additionalChannelHandlers: [BudgetAccountingHandler(state: state)])),
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "seeker-leads-sim"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? options.port) },
+            eventLoopGroupProvider: eventLoopGroup,
             logger: logger
         )
         return (application, SimulatorController(state: state))
     }
 
-    /// Starts the simulator in the background (tests, demo, benchmarks).
+    /// Starts the simulator in the background (tests, demo, benchmarks), on an event loop of its
+    /// own: sharing one with the client under test lets the client's work delay the moment the
+    /// simulator reads a request head, and so its budget count (measured: worse than two threads).
     public static func start(options: SimulatorOptions, logger: Logger) async throws -> RunningSimulator {
+        let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
-        let (application, controller) = try makeApplication(options: options, logger: logger) { port in
+        let (application, controller) = try makeApplication(options: options, logger: logger, eventLoopGroup: .shared(eventLoopGroup)) { port in
             portContinuation.yield(port)
             portContinuation.finish()
         }
@@ -44,10 +52,11 @@ public enum SeekerLeadsSimulator {
         }
         var iterator = portStream.makeAsyncIterator()
         guard let port = await iterator.next() else {
+            defer { Task { try? await eventLoopGroup.shutdownGracefully() } }
             try await run.value
             throw SimulatorStartError()
         }
-        return RunningSimulator(host: options.host, port: port, controller: controller, group: group, run: run)
+        return RunningSimulator(host: options.host, port: port, controller: controller, group: group, run: run, eventLoopGroup: eventLoopGroup)
     }
 
     private struct TokenRequest: Decodable {
@@ -144,13 +153,22 @@ public final class RunningSimulator: Sendable {
     public let controller: SimulatorController
     private let group: ServiceGroup
     private let run: Task<Void, any Error>
+    private let eventLoopGroup: MultiThreadedEventLoopGroup
 
-    init(host: String, port: Int, controller: SimulatorController, group: ServiceGroup, run: Task<Void, any Error>) {
+    init(
+        host: String,
+        port: Int,
+        controller: SimulatorController,
+        group: ServiceGroup,
+        run: Task<Void, any Error>,
+        eventLoopGroup: MultiThreadedEventLoopGroup
+    ) {
         self.host = host
         self.port = port
         self.controller = controller
         self.group = group
         self.run = run
+        self.eventLoopGroup = eventLoopGroup
     }
 
     /// `http://<host>:<port>`: the API's base URL.
@@ -165,5 +183,6 @@ public final class RunningSimulator: Sendable {
     public func shutdown() async {
         await group.triggerGracefulShutdown()
         _ = try? await run.value
+        try? await eventLoopGroup.shutdownGracefully()
     }
 }

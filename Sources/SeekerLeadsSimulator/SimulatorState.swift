@@ -26,7 +26,7 @@ public struct SimulatorStats: Sendable, Codable, Equatable {
 public struct SimulatorRequestRecord: Sendable, Codable, Equatable {
     public var method: String
     public var path: String
-    /// When the request reached the simulator's handler, since the simulator started.
+    /// When the request head was read from the connection, since the simulator started.
     public var arrivedAtNanos: Int64
     /// When the answer was handed to the server, since the simulator started.
     public var answeredAtNanos: Int64
@@ -45,9 +45,11 @@ struct StoredLead: Sendable {
 
 /// Everything the simulator remembers, behind one lock: handlers are short and never await inside it.
 final class SimulatorState: Sendable {
-    enum Admission {
-        case admitted
-        case overBudget(kind: String)
+    /// How the budget counted one request head.
+    struct Arrival {
+        let nanosecondsSinceStart: Int64
+        /// `concurrency` or `rate` when the request broke the budget.
+        let violation: String?
     }
 
     private struct Counters {
@@ -89,9 +91,11 @@ final class SimulatorState: Sendable {
 
     // MARK: - Budget
 
-    /// Counts the start on arrival; over the budget means a violation.
-    func admit(at now: ContinuousClock.Instant) -> Admission {
-        counters.withLock { state in
+    /// Counts the start when its head is read; over the budget means a violation. The request stays
+    /// in flight until `requestEnded()`.
+    func admit(at now: ContinuousClock.Instant) -> Arrival {
+        let sinceStart = (now - startedAt).nanoseconds
+        return counters.withLock { state in
             state.inFlight += 1
             state.maxConcurrency = max(state.maxConcurrency, state.inFlight)
             state.recentArrivals.append(now)
@@ -112,24 +116,27 @@ final class SimulatorState: Sendable {
             } else {
                 kind = nil
             }
-            guard let kind else { return .admitted }
-            state.violationsByKind[kind, default: 0] += 1
-            return .overBudget(kind: kind)
+            if let kind { state.violationsByKind[kind, default: 0] += 1 }
+            return Arrival(nanosecondsSinceStart: sinceStart, violation: kind)
         }
     }
 
-    /// Ends a request admitted with `admit(at:)` and records its answer.
-    func finish(method: String, path: String, arrivedAt: ContinuousClock.Instant, status: Int?) {
+    /// Ends a request counted by `admit(at:)`: its response's end was written or its connection closed.
+    func requestEnded() {
+        counters.withLock { $0.inFlight -= 1 }
+    }
+
+    /// Records the answer to a budgeted request.
+    func recordAnswer(method: String, path: String, arrivedAtNanos: Int64, status: Int?) {
         let answeredAt = ContinuousClock.now
         counters.withLock { state in
-            state.inFlight -= 1
             state.requestsByStatus[status.map(String.init) ?? "dropped", default: 0] += 1
             if state.requestLog.count < Self.maxRequestLogEntries {
                 state.requestLog.append(
                     SimulatorRequestRecord(
                         method: method,
                         path: path,
-                        arrivedAtNanos: (arrivedAt - startedAt).nanoseconds,
+                        arrivedAtNanos: arrivedAtNanos,
                         answeredAtNanos: (answeredAt - startedAt).nanoseconds,
                         status: status ?? 0
                     )

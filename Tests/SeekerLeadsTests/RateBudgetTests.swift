@@ -20,8 +20,8 @@ import Testing
             for _ in 0..<40 {
                 group.addTask {
                     let permit = try await budget.acquire()
-                    starts.withLock { $0.append(permit.startedAt) }
-                    budget.release()
+                    starts.withLock { $0.append(permit.grantedAt) }
+                    budget.release(permit)
                 }
             }
             try await group.waitForAll()
@@ -33,12 +33,12 @@ import Testing
 
     @Test func inFlightLimitHoldsUntilRelease() async throws {
         let budget = RateBudget(configuration: .init(maxInFlight: 2, rateLimit: 1000, window: .milliseconds(1), margin: .zero))
-        _ = try await budget.acquire()
+        let first = try await budget.acquire()
         _ = try await budget.acquire()
         let third = Task { try await budget.acquire() }
         try await waitUntil { budget.waiting == 1 }
         #expect(budget.inFlight == 2)
-        budget.release()
+        budget.release(first)
         _ = try await third.value
         #expect(budget.inFlight == 2)
         #expect(budget.waiting == 0)
@@ -46,28 +46,28 @@ import Testing
 
     @Test func waitersAreServedInArrivalOrder() async throws {
         let budget = RateBudget(configuration: .init(maxInFlight: 1, rateLimit: 1000, window: .milliseconds(1), margin: .zero))
-        _ = try await budget.acquire()
+        let holder = try await budget.acquire()
         let order = Locked<[Int]>([])
         var tasks: [Task<Void, any Error>] = []
         for index in 0..<20 {
             tasks.append(
                 Task {
-                    _ = try await budget.acquire()
+                    let permit = try await budget.acquire()
                     order.withLock { $0.append(index) }
-                    budget.release()
+                    budget.release(permit)
                 }
             )
             // Enqueue one at a time so arrival order is known.
             try await waitUntil { budget.waiting == index + 1 }
         }
-        budget.release()
+        budget.release(holder)
         for task in tasks { try await task.value }
         #expect(order.withLock { $0 } == Array(0..<20))
     }
 
     @Test func cancelledWaiterLeavesTheQueue() async throws {
         let budget = RateBudget(configuration: .init(maxInFlight: 1, rateLimit: 1000, window: .milliseconds(1), margin: .zero))
-        _ = try await budget.acquire()
+        let holder = try await budget.acquire()
         let cancelled = Task { try await budget.acquire() }
         try await waitUntil { budget.waiting == 1 }
         let next = Task { try await budget.acquire() }
@@ -75,7 +75,7 @@ import Testing
         cancelled.cancel()
         await #expect(throws: CancellationError.self) { try await cancelled.value }
         #expect(budget.waiting == 1)
-        budget.release()
+        budget.release(holder)
         _ = try await next.value
         #expect(budget.inFlight == 1)
     }
@@ -85,8 +85,39 @@ import Testing
         let holdUntil = ContinuousClock.now.advanced(by: .milliseconds(150))
         budget.hold(until: holdUntil)
         let permit = try await budget.acquire()
-        #expect(permit.startedAt >= holdUntil)
-        budget.release()
+        #expect(permit.grantedAt >= holdUntil)
+        budget.release(permit)
+    }
+
+    @Test func windowRunsFromTheReportedWrite() async throws {
+        let window = Duration.milliseconds(20)
+        let margin = Duration.milliseconds(1)
+        let budget = RateBudget(configuration: .init(maxInFlight: 10, rateLimit: 1, window: window, margin: margin))
+        let first = try await budget.acquire()
+        let second = Task { try await budget.acquire() }
+        try await waitUntil { budget.waiting == 1 }
+        // The first request's head leaves well after the grant's window would have ended: until the
+        // write is reported, its slot must keep the second one waiting.
+        try await waitUntil { ContinuousClock.now > first.grantedAt.advanced(by: window * 3) }
+        #expect(budget.waiting == 1)
+        let writtenAt = ContinuousClock.now
+        budget.markStarted(first, at: writtenAt)
+        let secondPermit = try await second.value
+        #expect(secondPermit.grantedAt >= writtenAt.advanced(by: window + margin))
+        budget.release(first)
+        budget.release(secondPermit)
+    }
+
+    @Test func anUnreportedStartCountsAtRelease() async throws {
+        let window = Duration.milliseconds(20)
+        let budget = RateBudget(configuration: .init(maxInFlight: 10, rateLimit: 1, window: window, margin: .zero))
+        let first = try await budget.acquire()
+        try await waitUntil { ContinuousClock.now > first.grantedAt.advanced(by: window * 2) }
+        let releasedAt = ContinuousClock.now
+        budget.release(first)
+        let second = try await budget.acquire()
+        #expect(second.grantedAt >= releasedAt.advanced(by: window))
+        budget.release(second)
     }
 
     @Test func retryDelaysStayUnderTheCeiling() {

@@ -1,0 +1,130 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import NIOCore
+import NIOHTTP1
+import OpenAPIRuntime
+import Synchronization
+
+/// Who wants to know the instant a request's head was written to the socket.
+enum RequestHeadWrite {
+    /// Set around the transport call by the code that holds the budget permit; called once, on the
+    /// connection's event loop, right after the head was flushed.
+    @TaskLocal static var observer: (@Sendable (ContinuousClock.Instant) -> Void)?
+}
+
+/// An OpenAPI transport over AsyncHTTPClient's delegate API.
+///
+/// It exists because the rate budget must count a start when the API does, at the moment the
+/// request's bytes leave, and the stock `AsyncHTTPClientTransport` (over the async `execute`)
+/// cannot say when that is: a new connection, the hop onto the event loop and scheduling put
+/// milliseconds between handing the request over and the write, far more than the budget's margin.
+/// The delegate's `didSendRequestHead` runs on the event loop right after the head is flushed.
+///
+/// Bodies are small JSON documents both ways: the request body is collected before sending and the
+/// response body is collected in full (up to `maxResponseBodyBytes`) before returning.
+struct HeadWriteReportingTransport: ClientTransport {
+    static let maxRequestBodyBytes = 1 << 20
+    static let maxResponseBodyBytes = 4 << 20
+
+    let client: HTTPClient
+    /// The deadline of one exchange, from the call to the last response byte.
+    let timeout: Duration
+
+    struct InvalidRequestURL: Error, CustomStringConvertible {
+        var description: String { "the request path does not form a valid URL with the base URL" }
+    }
+
+    struct ResponseBodyTooLarge: Error, CustomStringConvertible {
+        var description: String { "the response body exceeds \(HeadWriteReportingTransport.maxResponseBodyBytes) bytes" }
+    }
+
+    func send(_ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String) async throws -> (HTTPResponse, HTTPBody?) {
+        let clientRequest = try await Self.clientRequest(request, body: body, baseURL: baseURL)
+        let delegate = CollectingDelegate(onHeadWritten: RequestHeadWrite.observer)
+        let deadline = NIODeadline.now() + .nanoseconds(timeout.nanosecondsValue)
+        let task = client.execute(request: clientRequest, delegate: delegate, eventLoop: .indifferent, deadline: deadline)
+        let collected = try await withTaskCancellationHandler {
+            try await task.futureResult.get()
+        } onCancel: {
+            task.cancel()
+        }
+        var headerFields = HTTPFields()
+        for header in collected.head.headers {
+            guard let name = HTTPField.Name(header.name) else { continue }
+            headerFields.append(HTTPField(name: name, value: header.value))
+        }
+        let response = HTTPResponse(status: .init(code: Int(collected.head.status.code)), headerFields: headerFields)
+        let responseBody: HTTPBody? = request.method == .head ? nil : HTTPBody(Array(collected.body.readableBytesView))
+        return (response, responseBody)
+    }
+
+    private static func clientRequest(_ request: HTTPRequest, body: HTTPBody?, baseURL: URL) async throws -> HTTPClient.Request {
+        guard var components = URLComponents(string: baseURL.absoluteString),
+            let requestComponents = URLComponents(string: request.path ?? "")
+        else { throw InvalidRequestURL() }
+        components.percentEncodedPath += requestComponents.percentEncodedPath
+        components.percentEncodedQuery = requestComponents.percentEncodedQuery
+        guard let url = components.url else { throw InvalidRequestURL() }
+        var headers = HTTPHeaders()
+        for field in request.headerFields {
+            headers.add(name: field.name.canonicalName, value: field.value)
+        }
+        let requestBody: HTTPClient.Body?
+        if let body {
+            requestBody = .bytes(try await [UInt8](collecting: body, upTo: maxRequestBodyBytes))
+        } else {
+            requestBody = nil
+        }
+        return try HTTPClient.Request(url: url, method: HTTPMethod(rawValue: request.method.rawValue), headers: headers, body: requestBody)
+    }
+}
+
+/// Reports the head write and collects the answer. AsyncHTTPClient calls it on one event loop at a
+/// time; the lock only makes that visible to the compiler.
+private final class CollectingDelegate: HTTPClientResponseDelegate {
+    struct Collected: Sendable {
+        var head: HTTPResponseHead
+        var body: ByteBuffer
+    }
+
+    private struct Progress {
+        var head: HTTPResponseHead?
+        var body = ByteBuffer()
+    }
+
+    private let onHeadWritten: (@Sendable (ContinuousClock.Instant) -> Void)?
+    private let progress = Mutex(Progress())
+
+    init(onHeadWritten: (@Sendable (ContinuousClock.Instant) -> Void)?) {
+        self.onHeadWritten = onHeadWritten
+    }
+
+    func didSendRequestHead(task: HTTPClient.Task<Collected>, _ head: HTTPRequestHead) {
+        onHeadWritten?(.now)
+    }
+
+    func didReceiveHead(task: HTTPClient.Task<Collected>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        progress.withLock { $0.head = head }
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didReceiveBodyPart(task: HTTPClient.Task<Collected>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        let fits = progress.withLock { progress -> Bool in
+            guard progress.body.readableBytes + buffer.readableBytes <= HeadWriteReportingTransport.maxResponseBodyBytes else {
+                return false
+            }
+            var buffer = buffer
+            progress.body.writeBuffer(&buffer)
+            return true
+        }
+        return fits ? task.eventLoop.makeSucceededVoidFuture() : task.eventLoop.makeFailedFuture(HeadWriteReportingTransport.ResponseBodyTooLarge())
+    }
+
+    func didFinishRequest(task: HTTPClient.Task<Collected>) throws -> Collected {
+        try progress.withLock { progress in
+            guard let head = progress.head else { throw HTTPClientError.remoteConnectionClosed }
+            return Collected(head: head, body: progress.body)
+        }
+    }
+}
