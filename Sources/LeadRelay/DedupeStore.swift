@@ -1,6 +1,19 @@
 import Foundation
 import GRDB
 
+/// Where a record sits: its topic, partition and offset.
+public struct RecordPosition: Sendable, Hashable {
+    public var topic: String
+    public var partition: Int32
+    public var offset: Int64
+
+    public init(topic: String, partition: Int32, offset: Int64) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+    }
+}
+
 /// A lead the API accepted: what a later DUPLICATE of it reports.
 public struct SubmittedLead: Sendable, Equatable {
     public var dedupeKey: String
@@ -10,10 +23,12 @@ public struct SubmittedLead: Sendable, Equatable {
     public var httpStatus: Int
     public var attempts: Int
     public var firstAttemptAt: Date
+    /// The input record that was submitted; nil for submissions stored before it was recorded.
+    public var inputRecord: RecordPosition?
 
     public init(
         dedupeKey: String, requestId: String, title: String, submittedAt: Date, httpStatus: Int, attempts: Int,
-        firstAttemptAt: Date
+        firstAttemptAt: Date, inputRecord: RecordPosition? = nil
     ) {
         self.dedupeKey = dedupeKey
         self.requestId = requestId
@@ -22,6 +37,7 @@ public struct SubmittedLead: Sendable, Equatable {
         self.httpStatus = httpStatus
         self.attempts = attempts
         self.firstAttemptAt = firstAttemptAt
+        self.inputRecord = inputRecord
     }
 }
 
@@ -34,17 +50,20 @@ public final class DedupeStore: Sendable {
     private let ttl: TimeInterval
 
     private static let lookupSQL = """
-        SELECT request_id, title, submitted_at, http_status, attempts, first_attempt_at
+        SELECT request_id, title, submitted_at, http_status, attempts, first_attempt_at,
+            input_topic, input_partition, input_offset
         FROM submitted_leads WHERE dedupe_key = ? AND submitted_at >= ?
         """
     private static let upsertSQL = """
         INSERT INTO submitted_leads
-            (dedupe_key, request_id, title, submitted_at, http_status, attempts, first_attempt_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?)
+            (dedupe_key, request_id, title, submitted_at, http_status, attempts, first_attempt_at,
+             input_topic, input_partition, input_offset)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT(dedupe_key) DO UPDATE SET
             request_id = excluded.request_id, title = excluded.title, submitted_at = excluded.submitted_at,
             http_status = excluded.http_status, attempts = excluded.attempts,
-            first_attempt_at = excluded.first_attempt_at
+            first_attempt_at = excluded.first_attempt_at, input_topic = excluded.input_topic,
+            input_partition = excluded.input_partition, input_offset = excluded.input_offset
         """
 
     /// Opens (creating when missing) the store at `path`.
@@ -74,6 +93,16 @@ public final class DedupeStore: Sendable {
                     CREATE INDEX submitted_leads_by_time ON submitted_leads(submitted_at);
                     """)
         }
+        // The submitted record's position tells a record re-read after a crash (its outcome is the
+        // submission) from another record with the same key (a duplicate).
+        migrator.registerMigration("v2-input-record") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE submitted_leads ADD COLUMN input_topic TEXT;
+                    ALTER TABLE submitted_leads ADD COLUMN input_partition INTEGER;
+                    ALTER TABLE submitted_leads ADD COLUMN input_offset INTEGER;
+                    """)
+        }
         try migrator.migrate(pool)
     }
 
@@ -84,10 +113,17 @@ public final class DedupeStore: Sendable {
         return try pool.unsafeRead { db in
             let statement = try db.cachedStatement(sql: Self.lookupSQL)
             guard let row = try Row.fetchOne(statement, arguments: [key, cutoff]) else { return nil }
+            let inputTopic: String? = row[6]
+            let inputPartition: Int32? = row[7]
+            let inputOffset: Int64? = row[8]
             return SubmittedLead(
                 dedupeKey: key, requestId: row[0], title: row[1],
                 submittedAt: Date(timeIntervalSince1970: row[2]), httpStatus: row[3], attempts: row[4],
-                firstAttemptAt: Date(timeIntervalSince1970: row[5]))
+                firstAttemptAt: Date(timeIntervalSince1970: row[5]),
+                inputRecord: inputTopic.flatMap { topic in
+                    guard let inputPartition, let inputOffset else { return nil }
+                    return RecordPosition(topic: topic, partition: inputPartition, offset: inputOffset)
+                })
         }
     }
 
@@ -97,7 +133,8 @@ public final class DedupeStore: Sendable {
             let statement = try db.cachedStatement(sql: Self.upsertSQL)
             try statement.execute(arguments: [
                 lead.dedupeKey, lead.requestId, lead.title, lead.submittedAt.timeIntervalSince1970, lead.httpStatus,
-                lead.attempts, lead.firstAttemptAt.timeIntervalSince1970,
+                lead.attempts, lead.firstAttemptAt.timeIntervalSince1970, lead.inputRecord?.topic,
+                lead.inputRecord?.partition, lead.inputRecord?.offset,
             ])
         }
     }

@@ -31,8 +31,9 @@ struct RecordProcessor: Sendable {
                     reason: DeadLetter.Reason(rawValue: rejection.reason.rawValue) ?? .malformed,
                     message: rejection.message, detailsJSON: rejection.detailsJSON, httpStatus: nil, attempts: 0))
         case .success(let event):
+            let position = RecordPosition(topic: record.topic, partition: record.partition, offset: record.offset)
             let resolved = await exclusivity.withExclusiveAccess(to: event.dedupeKey) {
-                await resolve(event)
+                await resolve(event, at: position)
             }
             guard let resolved else { return false }
             outcome = resolved
@@ -56,10 +57,13 @@ struct RecordProcessor: Sendable {
     }
 
     /// Runs with the dedupe key held, so that no other record with this key is between lookup and record.
-    private func resolve(_ event: LeadEvent) async -> RecordOutcome? {
+    private func resolve(_ event: LeadEvent, at position: RecordPosition) async -> RecordOutcome? {
         let identity = LeadIdentity(
             eventID: event.id, eventSource: event.source, classifiedID: event.request.classifiedId)
         if let earlier = await retryingStoreAccess({ try dedupeStore.submission(forKey: event.dedupeKey) }) {
+            // This very record, submitted before a crash that came ahead of its result: that submission
+            // is its outcome, not a duplicate of it.
+            if earlier.inputRecord == position { return .submitted(earlier, identity) }
             return .duplicate(earlier, identity)
         }
         let body = event.request.canonicalJSON()
@@ -82,7 +86,7 @@ struct RecordProcessor: Sendable {
             case .accepted(let requestId, let title, let httpStatus):
                 let lead = SubmittedLead(
                     dedupeKey: event.dedupeKey, requestId: requestId, title: title, submittedAt: Date(),
-                    httpStatus: httpStatus, attempts: attempts, firstAttemptAt: firstAttemptAt)
+                    httpStatus: httpStatus, attempts: attempts, firstAttemptAt: firstAttemptAt, inputRecord: position)
                 _ = await retryingStoreAccess { try dedupeStore.recordSubmitted(lead) }
                 return .submitted(lead, identity)
             case .rejected(let httpStatus, _, _, let detailsJSON):

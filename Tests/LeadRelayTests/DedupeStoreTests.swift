@@ -26,6 +26,16 @@ import Testing
         }
     }
 
+    @Test func remembersTheSubmittedInputRecord() throws {
+        try withTemporaryDirectory { directory in
+            let store = try DedupeStore(path: directory.appendingPathComponent("d.sqlite").path, ttl: .seconds(3600))
+            var lead = Self.lead("ce:portal|1")
+            lead.inputRecord = RecordPosition(topic: "leads.submitted", partition: 3, offset: 41)
+            try store.recordSubmitted(lead)
+            #expect(try store.submission(forKey: "ce:portal|1", now: Self.start) == lead)
+        }
+    }
+
     @Test func survivesReopening() throws {
         try withTemporaryDirectory { directory in
             let path = directory.appendingPathComponent("d.sqlite").path
