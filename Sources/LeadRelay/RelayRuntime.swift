@@ -52,7 +52,7 @@ public final class RelayRuntime: Sendable {
                 maxBackoff: configuration.retryMax),
             credentials: CircuitBreaker(
                 threshold: 1, baseBackoff: configuration.retryBase, maxBackoff: configuration.retryMax),
-            metrics: metrics, readiness: readiness)
+            maxConcurrentAttempts: configuration.maxInFlight, metrics: metrics, readiness: readiness)
         let tally = OutcomeTally()
         let processor = RecordProcessor(
             decoder: LeadEventDecoder(eventType: configuration.eventType, maxEventBytes: configuration.maxEventBytes),

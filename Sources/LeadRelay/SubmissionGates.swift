@@ -10,10 +10,18 @@ final class SubmissionGates: Sendable {
     private let metrics: RelayMetrics
     private let readiness: Readiness
     private let lastHolding = Mutex(false)
+    /// Attempts between their permission and their outcome. The API client waits for its budget after
+    /// the permission: without this bound every lead the relay holds could pass the gates while the
+    /// circuit is closed and then, queued for the budget, go out after it opened.
+    private let attemptSlots: PendingRecords
 
-    init(circuit: CircuitBreaker, credentials: CircuitBreaker, metrics: RelayMetrics, readiness: Readiness) {
+    init(
+        circuit: CircuitBreaker, credentials: CircuitBreaker, maxConcurrentAttempts: Int, metrics: RelayMetrics,
+        readiness: Readiness
+    ) {
         self.circuit = circuit
         self.credentials = credentials
+        self.attemptSlots = PendingRecords(capacity: maxConcurrentAttempts)
         self.metrics = metrics
         self.readiness = readiness
     }
@@ -61,19 +69,28 @@ final class SubmissionGates: Sendable {
 
         fileprivate init(gates: SubmissionGates) { self.gates = gates }
 
+        /// Every permission given is followed by exactly one `observe`, which gives the slot back.
         func waitForPermission() async throws {
-            let credentialsPermission = try await gates.credentials.waitForPermission()
+            await gates.attemptSlots.acquire()
+            let credentialsPermission: CircuitBreaker.Permission
             let circuitPermission: CircuitBreaker.Permission
             do {
-                circuitPermission = try await gates.circuit.waitForPermission()
+                credentialsPermission = try await gates.credentials.waitForPermission()
+                do {
+                    circuitPermission = try await gates.circuit.waitForPermission()
+                } catch {
+                    if credentialsPermission == .probe { gates.credentials.probeAbandoned() }
+                    throw error
+                }
             } catch {
-                if credentialsPermission == .probe { gates.credentials.probeAbandoned() }
+                gates.attemptSlots.release()
                 throw error
             }
             permissions.withLock { $0 = (credentialsPermission, circuitPermission) }
         }
 
         func observe(_ outcome: SubmissionAttemptOutcome) {
+            defer { gates.attemptSlots.release() }
             let (credentialsPermission, circuitPermission) = permissions.withLock { $0 }
             switch outcome {
             case .accepted, .rejected:
