@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+
+/// `lead-relay run` with one bad configuration value: exit status 2 and one line on standard error
+/// naming the variable, before anything connects. Kafka and the API point at a closed port, where
+/// a relay that went on to connect would keep retrying instead of exiting.
+@Suite struct EndToEndConfigurationTests {
+    struct BadValue: Sendable, CustomTestStringConvertible {
+        /// The variables set (a value) or removed (nil) on top of a valid environment.
+        var changes: [String: String?]
+        /// The variable the error line must name.
+        var named: String
+
+        init(_ variable: String, _ value: String?, named: String? = nil) {
+            changes = [variable: value]
+            self.named = named ?? variable
+        }
+
+        init(_ changes: [String: String?], named: String) {
+            self.changes = changes
+            self.named = named
+        }
+
+        var testDescription: String {
+            changes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.map { "\"\($0)\"" } ?? "(unset)")" }
+                .joined(separator: " ")
+        }
+    }
+
+    static let closedPort = "127.0.0.1:1"
+
+    static func validEnvironment(_ scratch: ScratchDirectory) -> [String: String] {
+        [
+            "KAFKA_BOOTSTRAP_SERVERS": closedPort,
+            "SEEKER_LEADS_BASE_URL": "http://\(closedPort)",
+            "SEEKER_LEADS_TOKEN": "e2e-configuration-token",
+            "LEAD_RELAY_HTTP_HOST": "127.0.0.1",
+            "LEAD_RELAY_HTTP_PORT": "0",
+            "LEAD_RELAY_DEDUPE_DB": scratch.path("dedupe.sqlite"),
+        ]
+    }
+
+    static let badValues: [BadValue] = [
+        BadValue("LEAD_RELAY_HTTP_PORT", "abc"),
+        BadValue("LEAD_RELAY_HTTP_PORT", "70000"),
+        BadValue("LEAD_RELAY_HTTP_HOST", "not a host!"),
+        BadValue("LEAD_RELAY_DEDUPE_TTL_HOURS", "-1"),
+        BadValue("LEAD_RELAY_DEDUPE_DB", ""),
+        BadValue("SEEKER_LEADS_BASE_URL", nil),
+        BadValue("SEEKER_LEADS_BASE_URL", "ftp://example.com"),
+        BadValue("SEEKER_LEADS_TIMEOUT_MS", "-1"),
+        BadValue("KAFKA_BOOTSTRAP_SERVERS", nil),
+        BadValue("KAFKA_BOOTSTRAP_SERVERS", "not a broker list"),
+        BadValue("LEAD_RELAY_LOG_FORMAT", "xml"),
+        BadValue("LEAD_RELAY_LOG_LEVEL", "loud"),
+        BadValue("LEAD_RELAY_RETRY_DEADLINE_SECONDS", "x"),
+        BadValue("LEAD_RELAY_RETRY_BASE_MS", "0"),
+        BadValue("LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS", "-5"),
+        BadValue("LEAD_RELAY_MAX_IN_FLIGHT", "0"),
+        BadValue("LEAD_RELAY_RATE_LIMIT", "ten"),
+        BadValue("LEAD_RELAY_INPUT_TOPIC", "bad topic"),
+        BadValue("LEAD_RELAY_RESULTS_TOPIC", ""),
+        BadValue("LEAD_RELAY_DLQ_TOPIC", "a/b"),
+        BadValue("LEAD_RELAY_GROUP_ID", "has space"),
+        BadValue("SEEKER_LEADS_TOKEN", nil),
+        BadValue(["SEEKER_LEADS_TOKEN": nil, "SEEKER_LEADS_TOKEN_FILE": "/nonexistent"], named: "SEEKER_LEADS_TOKEN_FILE"),
+        BadValue(["SEEKER_LEADS_CLIENT_ID": "relay"], named: "SEEKER_LEADS_CLIENT_ID"),
+        BadValue(
+            ["SEEKER_LEADS_TOKEN": nil, "SEEKER_LEADS_TOKEN_URL": "http://\(closedPort)/oauth/token",
+             "SEEKER_LEADS_CLIENT_ID": "relay"],
+            named: "SEEKER_LEADS_CLIENT_SECRET"),
+    ]
+
+    @Test(arguments: badValues)
+    func badValueStopsStartUpWithStatus2AndOneLineNamingTheVariable(_ bad: BadValue) async throws {
+        let scratch = try ScratchDirectory()
+        var environment = Self.validEnvironment(scratch)
+        for (variable, value) in bad.changes {
+            environment[variable] = value
+        }
+        let relay = try ChildProcess(
+            product: "lead-relay", arguments: ["run"], environment: environment, logDirectory: scratch.url)
+        #expect(try await relay.waitForExit(timeout: .seconds(60)) == .exited(2))
+        let lines = relay.stderr.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+        #expect(lines.count == 1, "standard error: \(relay.stderr)")
+        #expect(lines.first?.contains(bad.named) == true, "standard error: \(relay.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("dedupe.sqlite")), "the dedupe store was opened")
+    }
+
+    /// The control for the cases above: the valid environment starts (and would go on trying to connect).
+    @Test func validEnvironmentStarts() async throws {
+        let scratch = try ScratchDirectory()
+        let relay = try await RelayProcess(environment: Self.validEnvironment(scratch), scratch: scratch)
+        #expect(try await relay.get("/health/live").status == 200)
+        let ready = try await relay.get("/health/ready")
+        #expect(ready.status == 503)
+        let failing = (jsonObject(Array(ready.body.utf8))?["failing"] as? [[String: Any]] ?? [])
+            .compactMap { $0["check"] as? String }
+        #expect(failing.contains("consumer"), "\(ready.body)")
+        #expect(relay.process.isRunning)
+        relay.process.stop()
+        #expect(!relay.process.stderr.contains("e2e-configuration-token"), "the token appears in the relay's log")
+    }
+}
