@@ -50,6 +50,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
@@ -172,5 +173,17 @@ if Context.environment["LEAD_RELAY_FUZZ"] != nil {
 if Context.environment["LEAD_RELAY_BENCH"] != nil {
     package.targets.append(
         .executableTarget(name: "lead-events-bench", dependencies: ["LeadEvents"], path: "Benchmarks/LeadEventsBench")
+    )
+    package.targets.append(
+        .executableTarget(
+            name: "lead-relay-bench",
+            dependencies: [
+                "Kafka", "LeadEvents", "LeadRelay", "LeadRelayDemo",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Benchmarks/RelayBench"
+        )
     )
 }
