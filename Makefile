@@ -36,5 +36,15 @@ fuzz: deps
 	./.build-fuzz/debug/lead-events-fuzz fuzz-corpus/seeds -max_total_time=$(SECONDS) -max_len=8192 \
 		-artifact_prefix=fuzz-corpus/ -print_final_stats=1
 
+# Release builds of the relay, the simulator and the two benchmarks (LEAD_RELAY_BENCH adds the latter to the
+# package; the other modules' builds are shared), then the scenarios of issue 7: writes BENCHMARKS.md and
+# bench-results.json. BENCH_QUICK=1 runs smaller backlogs once; BENCH_REPEATS=N and BENCH_ONLY=1,3,... also apply.
+bench: deps
+	LEAD_RELAY_BENCH=1 $(SWIFT) build -c release --product lead-relay
+	LEAD_RELAY_BENCH=1 $(SWIFT) build -c release --product seeker-leads-sim
+	LEAD_RELAY_BENCH=1 $(SWIFT) build -c release --product lead-events-bench
+	LEAD_RELAY_BENCH=1 $(SWIFT) build -c release --product lead-relay-bench
+	./.build/release/lead-relay-bench
+
 clean:
 	rm -rf .build .build-*

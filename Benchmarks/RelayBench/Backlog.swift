@@ -1,0 +1,87 @@
+import Foundation
+import Kafka
+import LeadRelayDemo
+import Logging
+
+/// Producing backlogs and reading topics with the project's Kafka module.
+struct KafkaTools {
+    let bootstrapServers: String
+    let logger: Logger
+
+    /// Produces `records` to explicit partitions, round robin, so every partition holds the same share.
+    func produce(_ records: [SampleLeads.Record], to topic: String, partitions: Int32) async throws {
+        let producer = try KafkaProducer(
+            configuration: KafkaConfiguration(properties: ["bootstrap.servers": bootstrapServers, "linger.ms": "20"]),
+            logger: logger)
+        let window = 20_000
+        var start = 0
+        while start < records.count {
+            let slice = records[start..<min(start + window, records.count)]
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (index, record) in zip(slice.indices, slice) {
+                    group.addTask {
+                        _ = try await producer.send(
+                            topic: topic, partition: Int32(index % Int(partitions)), key: record.key,
+                            value: record.value, headers: record.headers)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            start += window
+        }
+        await producer.close()
+    }
+
+    /// A plain group consumer that only reads and counts: the whole topic from the start, until `expected`
+    /// records arrived or none came for `idleTimeout`. Its rate is taken from the first record to the last.
+    /// `groupID` nil reads with a new group from the start; an existing group reads from its committed offsets.
+    func consumeAll(
+        topic: String, expected: Int, groupID: String? = nil, idleTimeout: Duration = .seconds(10)
+    ) async throws -> PlainConsume {
+        let consumer = try KafkaConsumer(
+            configuration: KafkaConfiguration(properties: [
+                "bootstrap.servers": bootstrapServers, "session.timeout.ms": "6000",
+            ]),
+            groupID: groupID ?? "bench-plain-\(UUID().uuidString)", logger: logger)
+        try consumer.subscribe(topics: [topic])
+        let progress = Shared(PlainConsume())
+        let subscribedAt = ContinuousClock.now
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await event in consumer.events {
+                    guard case .record = event else { continue }
+                    let done = progress.withLock { state in
+                        let now = ContinuousClock.now
+                        if state.count == 0 { state.firstAt = now }
+                        state.lastAt = now
+                        state.count += 1
+                        return state.count >= expected
+                    }
+                    if done { return }
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    let idleSince = progress.withLock { $0.lastAt } ?? subscribedAt
+                    if ContinuousClock.now - idleSince > idleTimeout { return }
+                }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+        try await consumer.close()
+        return progress.withLock { $0 }
+    }
+}
+
+struct PlainConsume: Sendable {
+    var count = 0
+    var firstAt: ContinuousClock.Instant?
+    var lastAt: ContinuousClock.Instant?
+
+    var recordsPerSecond: Double {
+        guard let firstAt, let lastAt, count > 1 else { return 0 }
+        return Double(count - 1) / (lastAt - firstAt).seconds
+    }
+}

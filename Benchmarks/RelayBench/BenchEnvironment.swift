@@ -1,0 +1,150 @@
+import Foundation
+import Kafka
+import LeadEvents
+import LeadRelay
+import LeadRelayDemo
+import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The processes and files one bench run shares: the release binaries, kafka-dev, a scratch directory.
+struct BenchEnvironment: Sendable {
+    let relayBinary: String
+    /// The relay for the scenarios that call the API; the same binary unless BENCH_API_RELAY_BIN overrides it.
+    let apiRelayBinary: String
+    let simulatorBinary: String
+    let eventsBenchBinary: String
+    let workDirectory: String
+    let kafka: KafkaTools
+    let logger: Logger
+
+    func path(_ name: String) -> String { workDirectory + "/" + name }
+
+    func startSimulator(latencyMs: Int, label: String) async throws -> (ChildProcess, SimulatorProbe) {
+        let simulator = try ChildProcess(
+            name: "seeker-leads-sim", executable: simulatorBinary,
+            arguments: ["--host", "127.0.0.1", "--port", "0", "--latency-ms", String(latencyMs), "--log-level", "warning"],
+            environment: ProcessInfo.processInfo.environment, logPath: path("sim-\(label).log"))
+        let baseURL = try await simulator.announcedValue(prefix: "SEEKER_LEADS_BASE_URL=")
+        return (simulator, SimulatorProbe(baseURL: baseURL))
+    }
+
+    /// Starts `lead-relay run` with a fresh group and the given dedupe file; returns once it is ready.
+    func startRelay(
+        input: String, results: String, simulatorURL: String, dedupePath: String, label: String, callsAPI: Bool = true
+    ) async throws -> RelayProcess {
+        let port = try freeLoopbackPort()
+        var environment = ProcessInfo.processInfo.environment
+        environment.merge([
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers,
+            "KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "SEEKER_LEADS_BASE_URL": simulatorURL,
+            "SEEKER_LEADS_TOKEN": "dev-token",
+            "LEAD_RELAY_GROUP_ID": "bench-\(label)-\(UUID().uuidString.prefix(8))",
+            "LEAD_RELAY_INPUT_TOPIC": input,
+            "LEAD_RELAY_RESULTS_TOPIC": results,
+            "LEAD_RELAY_DLQ_TOPIC": Topics.deadLetters,
+            "LEAD_RELAY_HTTP_HOST": "127.0.0.1",
+            "LEAD_RELAY_HTTP_PORT": String(port),
+            "LEAD_RELAY_DEDUPE_DB": dedupePath,
+            "LEAD_RELAY_LOG_LEVEL": "warning",
+        ]) { _, new in new }
+        let process = try ChildProcess(
+            name: "lead-relay", executable: callsAPI ? apiRelayBinary : relayBinary, arguments: ["run"], environment: environment,
+            logPath: path("relay-\(label).log"))
+        let probe = RelayProbe(baseURL: "http://127.0.0.1:\(port)")
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !(await probe.isReady()) {
+            guard process.isRunning, ContinuousClock.now < deadline else {
+                await process.terminate()
+                throw BenchError.failed("relay \(label) did not become ready; see \(path("relay-\(label).log"))")
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let readyAt = ContinuousClock.now
+        return RelayProcess(
+            process: process, probe: probe, groupID: environment["LEAD_RELAY_GROUP_ID"] ?? "", readyAt: readyAt,
+            readySeconds: (readyAt - process.startedAt).seconds)
+    }
+
+    /// Polls the relay's metrics until `condition` holds; nil on timeout.
+    func waitForMetrics(
+        _ relay: RelayProcess, every interval: Duration = .milliseconds(200), timeout: Duration,
+        until condition: (MetricsSnapshot) -> Bool
+    ) async throws -> MetricsSnapshot? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline, relay.process.isRunning {
+            if let metrics = await relay.probe.metrics(), condition(metrics) { return metrics }
+            try await Task.sleep(for: interval)
+        }
+        return nil
+    }
+
+    /// A dedupe store holding every given valid lead as already SUBMITTED, as if a relay had posted them.
+    func seedDedupeStore(at path: String, with leads: [SampleLeads.Record]) throws {
+        let store = try DedupeStore(path: path, ttl: .seconds(7 * 24 * 3600))
+        let decoder = LeadEventDecoder()
+        let now = Date()
+        for (index, lead) in leads.enumerated() {
+            let headers = lead.headers.map { (key: $0.key, value: $0.value) }
+            guard case .success(let event) = decoder.decode(key: lead.key, value: lead.value, headers: headers) else {
+                throw BenchError.failed("seed lead \(index) does not decode")
+            }
+            try store.recordSubmitted(
+                SubmittedLead(
+                    dedupeKey: event.dedupeKey, requestId: "seed-\(index)", title: "Lead received", submittedAt: now,
+                    httpStatus: 201, attempts: 1, firstAttemptAt: now))
+        }
+    }
+
+    /// A private copy of a seeded store (its WAL files included), so each run starts from the same state.
+    func copyStore(from template: String, label: String) throws -> String {
+        let copy = path("dedupe-\(label).sqlite")
+        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: template + suffix) {
+            try? FileManager.default.removeItem(atPath: copy + suffix)
+            try FileManager.default.copyItem(atPath: template + suffix, toPath: copy + suffix)
+        }
+        return copy
+    }
+}
+
+struct RelayProcess: Sendable {
+    let process: ChildProcess
+    let probe: RelayProbe
+    let groupID: String
+    let readyAt: ContinuousClock.Instant
+    let readySeconds: Double
+}
+
+enum Topics {
+    static let budget = "bench.budget"
+    static let noAPI = "bench.no-api"
+    static let million = "bench.million"
+    static let results = "bench.results"
+    static let deadLetters = "bench.dlq"
+
+    static func latencyInput(_ run: Int) -> String { "bench.latency.in.\(run)" }
+    static func latencyResults(_ run: Int) -> String { "bench.latency.results.\(run)" }
+    static func stop(_ run: Int) -> String { "bench.stop.\(run)" }
+}
+
+/// A port the OS reports free on loopback; the relay binds it moments later.
+func freeLoopbackPort() throws -> Int {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { throw BenchError.failed("socket() failed") }
+    defer { close(descriptor) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
+            bind(descriptor, generic, length) == 0 && getsockname(descriptor, generic, &length) == 0
+        }
+    }
+    guard bound else { throw BenchError.failed("could not bind a loopback port") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
