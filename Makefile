@@ -15,7 +15,7 @@ release: deps
 
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --no-parallel
 	python3 -m pytest -q -p no:cacheprovider deploy/tests
 
 demo: deps

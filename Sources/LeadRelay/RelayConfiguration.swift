@@ -91,7 +91,7 @@ public struct RelayConfiguration: Sendable {
             maxInFlight: try reader.integer("LEAD_RELAY_MAX_IN_FLIGHT", default: 10, in: 1...10_000),
             rateLimit: try reader.integer("LEAD_RELAY_RATE_LIMIT", default: 10, in: 1...1_000_000),
             rateWindow: .milliseconds(try reader.integer("LEAD_RELAY_RATE_WINDOW_MS", default: 200, in: 1...3_600_000)),
-            rateMargin: .milliseconds(try reader.integer("LEAD_RELAY_RATE_MARGIN_MS", default: 1, in: 0...60_000)),
+            rateMargin: .milliseconds(try reader.integer("LEAD_RELAY_RATE_MARGIN_MS", default: 2, in: 0...60_000)),
             retryBase: .milliseconds(retryBaseMilliseconds),
             retryMax: .milliseconds(retryMaxMilliseconds),
             retryDeadline: retryDeadlineSeconds == 0 ? nil : .seconds(retryDeadlineSeconds),

@@ -15,10 +15,13 @@ public final class RelayRuntime: Sendable {
     private let client: SeekerLeadsClient
 
     /// librdkafka prefetches up to 64 MiB per consumer by default; the relay holds at most
-    /// `LEAD_RELAY_MAX_PENDING_RECORDS` records anyway, so a few MiB of prefetch keep it fed.
+    /// `LEAD_RELAY_MAX_PENDING_RECORDS` records anyway, so a few MiB of prefetch keep it fed. A broker
+    /// that holds an empty fetch for the full default 500 ms (librdkafka's mock cluster does) would add
+    /// that to every lead's end-to-end time at a low rate; a real broker answers as soon as data arrives.
     static let consumerDefaults = [
         "queued.max.messages.kbytes": "4096",
         "fetch.max.bytes": "4194304",
+        "fetch.wait.max.ms": "25",
     ]
 
     /// Services in start order; a service group stops them in reverse, so the relay drains first

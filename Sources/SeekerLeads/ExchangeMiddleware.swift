@@ -17,7 +17,7 @@ final class ExchangeRecord: Sendable {
     /// reports when the head was written, which is the start the budget counts.
     let budget: RateBudget
     private let recordedResponse = Mutex<Response?>(nil)
-    private let permitGrant = Mutex<ContinuousClock.Instant?>(nil)
+    private let permit = Mutex<RateBudget.Permit?>(nil)
 
     init(bearerToken: String, budget: RateBudget) {
         self.bearerToken = bearerToken
@@ -25,9 +25,15 @@ final class ExchangeRecord: Sendable {
     }
 
     /// When the budget let the request go, once it did.
-    var grantedAt: ContinuousClock.Instant? { permitGrant.withLock { $0 } }
+    var grantedAt: ContinuousClock.Instant? { permit.withLock { $0?.grantedAt } }
 
-    func recordGrant(_ instant: ContinuousClock.Instant) { permitGrant.withLock { $0 = instant } }
+    func recordGrant(_ granted: RateBudget.Permit) { permit.withLock { $0 = granted } }
+
+    /// Called by the transport on the event loop once the head is written: the start the budget counts.
+    func headWritten(at instant: ContinuousClock.Instant) {
+        guard let granted = permit.withLock({ $0 }) else { return }
+        budget.markStarted(granted, at: instant)
+    }
 
     var response: Response? { recordedResponse.withLock { $0 } }
 
@@ -60,11 +66,9 @@ struct ExchangeMiddleware: ClientMiddleware {
         guard let record else { return try await next(request, body, baseURL) }
         let budget = record.budget
         let permit = try await budget.acquire()
-        record.recordGrant(permit.grantedAt)
+        record.recordGrant(permit)
         defer { budget.release(permit) }
-        let (response, responseBody) = try await RequestHeadWrite.$observer.withValue({ budget.markStarted(permit, at: $0) }) {
-            try await next(request, body, baseURL)
-        }
+        let (response, responseBody) = try await next(request, body, baseURL)
         let retryAfter = response.headerFields[.retryAfter]
         if response.status.code == 429 || response.status.code == 503,
             let delay = retryAfter.flatMap({ RetryAfter.delay(fromHeaderValue: $0) })

@@ -6,13 +6,6 @@ import NIOHTTP1
 import OpenAPIRuntime
 import Synchronization
 
-/// Who wants to know the instant a request's head was written to the socket.
-enum RequestHeadWrite {
-    /// Set around the transport call by the code that holds the budget permit; called once, on the
-    /// connection's event loop, right after the head was flushed.
-    @TaskLocal static var observer: (@Sendable (ContinuousClock.Instant) -> Void)?
-}
-
 /// An OpenAPI transport over AsyncHTTPClient's delegate API.
 ///
 /// It exists because the rate budget must count a start when the API does, at the moment the
@@ -41,7 +34,7 @@ struct HeadWriteReportingTransport: ClientTransport {
 
     func send(_ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String) async throws -> (HTTPResponse, HTTPBody?) {
         let clientRequest = try await Self.clientRequest(request, body: body, baseURL: baseURL)
-        let delegate = CollectingDelegate(onHeadWritten: RequestHeadWrite.observer)
+        let delegate = CollectingDelegate(exchange: ExchangeRecord.current)
         let deadline = NIODeadline.now() + .nanoseconds(timeout.nanosecondsValue)
         let task = client.execute(request: clientRequest, delegate: delegate, eventLoop: .indifferent, deadline: deadline)
         let collected = try await withTaskCancellationHandler {
@@ -93,15 +86,16 @@ private final class CollectingDelegate: HTTPClientResponseDelegate {
         var body = ByteBuffer()
     }
 
-    private let onHeadWritten: (@Sendable (ContinuousClock.Instant) -> Void)?
+    /// Told when the head is written: the start the rate budget counts.
+    private let exchange: ExchangeRecord?
     private let progress = Mutex(Progress())
 
-    init(onHeadWritten: (@Sendable (ContinuousClock.Instant) -> Void)?) {
-        self.onHeadWritten = onHeadWritten
+    init(exchange: ExchangeRecord?) {
+        self.exchange = exchange
     }
 
     func didSendRequestHead(task: HTTPClient.Task<Collected>, _ head: HTTPRequestHead) {
-        onHeadWritten?(.now)
+        exchange?.headWritten(at: .now)
     }
 
     func didReceiveHead(task: HTTPClient.Task<Collected>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {

@@ -86,7 +86,11 @@ extension EndToEnd {
             #expect(duringOutage.value("lead_relay_outcomes_total") == 0)
             let probes = try await simulator.requestLog().filter { $0.arrivedAtNanos > circuitOpenedBy }
             #expect(probes.count <= 40, "\(probes.count) requests while the circuit was open")
-            #expect(maxOverlap(probes) == 1, "probes while the circuit is open go one at a time")
+            // Requests given their permission before the circuit opened may still be on their way for one budget
+            // window or so after it; from then on, the circuit lets one probe out at a time.
+            let tailAllowance: Int64 = 1_000_000_000
+            let laterProbes = probes.filter { $0.arrivedAtNanos > circuitOpenedBy + tailAllowance }
+            #expect(maxOverlap(laterProbes) == 1, "probes while the circuit is open go one at a time")
 
             try await simulator.setFaults(SimulatorFaults())
             try await waitUntil("the backlog to drain", timeout: .seconds(120)) {

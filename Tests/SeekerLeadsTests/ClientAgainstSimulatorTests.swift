@@ -53,6 +53,10 @@ struct SimulatorFixture: Sendable {
 
     static let clientSecret = "test-client-secret-value"
 
+    /// The simulator runs in the test process beside 200 client tasks and other suites, on a debug build: it reads a
+    /// request up to a few milliseconds after the client wrote it, and the margin is the budget's allowance for that.
+    static let testMargin: Duration = .milliseconds(5)
+
     static func start(
         faults: SimulatorFaults = SimulatorFaults(),
         oauth: Bool = true,
@@ -69,7 +73,9 @@ struct SimulatorFixture: Sendable {
             ? .clientCredentials(tokenURL: simulator.tokenURL, clientID: options.clientID, clientSecret: clientSecret, audience: simulator.baseURL)
             : .staticToken(options.staticToken)
         let client = try SeekerLeadsClient(
-            configuration: .init(baseURL: simulator.baseURL, authentication: authentication, retry: retry),
+            configuration: .init(
+                baseURL: simulator.baseURL, authentication: authentication,
+                budget: RateBudgetConfiguration(margin: Self.testMargin), retry: retry),
             logger: logs.logger()
         )
         return SimulatorFixture(simulator: simulator, client: client, logs: logs)
