@@ -112,7 +112,6 @@ public final class RelayService: Service, Sendable {
 
     private func stop() async {
         logger.info("relay stopping; finishing records in flight", metadata: ["pending": "\(pending.count)"])
-        gates.stopAttempts()
         let drained = await pending.waitUntilEmpty(timeout: settings.shutdownTimeout)
         if !drained {
             logger.warning(

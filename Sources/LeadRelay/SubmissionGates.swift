@@ -10,7 +10,6 @@ final class SubmissionGates: Sendable {
     private let metrics: RelayMetrics
     private let readiness: Readiness
     private let lastHolding = Mutex(false)
-    private let stopping = Atomic(false)
     /// Attempts between their permission and their outcome. The API client waits for its budget after
     /// the permission: without this bound every lead the relay holds could pass the gates while the
     /// circuit is closed and then, queued for the budget, go out after it opened.
@@ -28,12 +27,6 @@ final class SubmissionGates: Sendable {
     }
 
     var isHoldingSubmissions: Bool { circuit.isOpen || credentials.isOpen }
-
-    /// From now on no attempt starts: on shutdown a lead that has not reached the API yet is left
-    /// uncommitted for the next run, rather than holding up the exit for its turn in the budget.
-    func stopAttempts() {
-        stopping.store(true, ordering: .releasing)
-    }
 
     /// Gates for the attempts of one lead: each attempt's permissions are reported with its outcome.
     func attemptGate() -> AttemptGate { AttemptGate(gates: self) }
@@ -79,10 +72,6 @@ final class SubmissionGates: Sendable {
         /// Every permission given is followed by exactly one `observe`, which gives the slot back.
         func waitForPermission() async throws {
             await gates.attemptSlots.acquire()
-            guard !gates.stopping.load(ordering: .acquiring) else {
-                gates.attemptSlots.release()
-                throw CancellationError()
-            }
             let credentialsPermission: CircuitBreaker.Permission
             let circuitPermission: CircuitBreaker.Permission
             do {
