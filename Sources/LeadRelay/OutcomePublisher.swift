@@ -50,7 +50,8 @@ struct OutcomePublisher: Sendable {
     ) -> OutgoingMessage {
         switch outcome {
         case .submitted(let lead, let identity):
-            return resultMessage(status: "SUBMITTED", lead: lead, attempts: lead.attempts, identity, record, completedAt)
+            return resultMessage(
+                status: "SUBMITTED", lead: lead, attempts: lead.attempts, identity, record, completedAt)
         case .duplicate(let lead, let identity):
             return resultMessage(status: "DUPLICATE", lead: lead, attempts: 0, identity, record, completedAt)
         case .deadLetter(let deadLetter):

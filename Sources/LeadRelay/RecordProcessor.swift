@@ -23,7 +23,8 @@ struct RecordProcessor: Sendable {
     func process(_ record: KafkaConsumerRecord) async -> Bool {
         metrics.recordConsumed()
         let outcome: RecordOutcome
-        switch decoder.decode(key: record.key, value: record.value, headers: record.headers.map { ($0.key, $0.value) }) {
+        switch decoder.decode(key: record.key, value: record.value, headers: record.headers.map { ($0.key, $0.value) })
+        {
         case .failure(let rejection):
             outcome = .deadLetter(
                 DeadLetter(

@@ -117,13 +117,15 @@ public struct Demo: Sendable {
         return summary
     }
 
-    private func progressLine(_ tally: OutcomeTally, _ apiRequests: Int, since start: ContinuousClock.Instant) -> String {
+    private func progressLine(_ tally: OutcomeTally, _ apiRequests: Int, since start: ContinuousClock.Instant) -> String
+    {
         let seconds = max((ContinuousClock.now - start) / .seconds(1), 0.001)
         let submitted = tally.count(of: .submitted)
         let rate = Double(submitted) / seconds
         let budgetUse = Double(apiRequests) / seconds / 50 * 100
         return String(
-            format: "consumed-to-outcome %d/%d  submitted %d  duplicates %d  dead letters %d  %.1f leads/s  budget use %.0f%%",
+            format:
+                "consumed-to-outcome %d/%d  submitted %d  duplicates %d  dead letters %d  %.1f leads/s  budget use %.0f%%",
             tally.total, options.count, submitted, tally.count(of: .duplicate), tally.count(of: .deadLettered), rate,
             budgetUse)
     }

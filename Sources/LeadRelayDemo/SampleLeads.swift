@@ -36,7 +36,8 @@ public enum SampleLeads {
             let draw = Double(random.next() % 10_000) / 10_000
             if draw < invalidFraction {
                 records.append(invalid(variant: Int(random.next() % UInt64(invalidVariants)), position: position))
-            } else if draw < invalidFraction + duplicateFraction, let original = validRecords.randomElement(using: &random)
+            } else if draw < invalidFraction + duplicateFraction,
+                let original = validRecords.randomElement(using: &random)
             {
                 var copy = original
                 copy.expectation = .duplicate

@@ -50,7 +50,10 @@ actor AccessTokenProvider {
     /// How many tokens were fetched from the token endpoint since start.
     private(set) var fetchCount = 0
 
-    init(authentication: SeekerLeadsAuthentication, httpClient: HTTPClient, timeout: Duration, userAgent: String, logger: Logger) {
+    init(
+        authentication: SeekerLeadsAuthentication, httpClient: HTTPClient, timeout: Duration, userAgent: String,
+        logger: Logger
+    ) {
         self.authentication = authentication
         self.httpClient = httpClient
         self.timeout = timeout
@@ -96,7 +99,8 @@ actor AccessTokenProvider {
     }
 
     private func fetch() async throws -> CachedToken {
-        guard case .clientCredentials(let tokenURL, let clientID, let clientSecret, let audience) = authentication else {
+        guard case .clientCredentials(let tokenURL, let clientID, let clientSecret, let audience) = authentication
+        else {
             return CachedToken(value: staticToken, refreshAfter: .now.advanced(by: .seconds(86_400 * 365)))
         }
         fetchCount += 1
@@ -130,7 +134,8 @@ actor AccessTokenProvider {
         guard let decoded = try? JSONDecoder().decode(TokenResponse.self, from: Data(responseBody.readableBytesView)),
             !decoded.access_token.isEmpty
         else {
-            throw AccessTokenError.unavailable(httpStatus: status, reason: "token response is not {access_token, expires_in}")
+            throw AccessTokenError.unavailable(
+                httpStatus: status, reason: "token response is not {access_token, expires_in}")
         }
         let lifetime = Duration.seconds(max(0, decoded.expires_in ?? 3600))
         // Refresh before expiry: a tenth of the lifetime early, at most a minute, so a token is never

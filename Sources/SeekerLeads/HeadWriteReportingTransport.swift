@@ -29,14 +29,19 @@ struct HeadWriteReportingTransport: ClientTransport {
     }
 
     struct ResponseBodyTooLarge: Error, CustomStringConvertible {
-        var description: String { "the response body exceeds \(HeadWriteReportingTransport.maxResponseBodyBytes) bytes" }
+        var description: String {
+            "the response body exceeds \(HeadWriteReportingTransport.maxResponseBodyBytes) bytes"
+        }
     }
 
-    func send(_ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String) async throws -> (HTTPResponse, HTTPBody?) {
+    func send(_ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String) async throws -> (
+        HTTPResponse, HTTPBody?
+    ) {
         let clientRequest = try await Self.clientRequest(request, body: body, baseURL: baseURL)
         let delegate = CollectingDelegate(exchange: ExchangeRecord.current)
         let deadline = NIODeadline.now() + .nanoseconds(timeout.nanosecondsValue)
-        let task = client.execute(request: clientRequest, delegate: delegate, eventLoop: .indifferent, deadline: deadline)
+        let task = client.execute(
+            request: clientRequest, delegate: delegate, eventLoop: .indifferent, deadline: deadline)
         let collected = try await withTaskCancellationHandler {
             try await task.futureResult.get()
         } onCancel: {
@@ -52,7 +57,9 @@ struct HeadWriteReportingTransport: ClientTransport {
         return (response, responseBody)
     }
 
-    private static func clientRequest(_ request: HTTPRequest, body: HTTPBody?, baseURL: URL) async throws -> HTTPClient.Request {
+    private static func clientRequest(_ request: HTTPRequest, body: HTTPBody?, baseURL: URL) async throws
+        -> HTTPClient.Request
+    {
         guard var components = URLComponents(string: baseURL.absoluteString),
             let requestComponents = URLComponents(string: request.path ?? "")
         else { throw InvalidRequestURL() }
@@ -69,7 +76,8 @@ struct HeadWriteReportingTransport: ClientTransport {
         } else {
             requestBody = nil
         }
-        return try HTTPClient.Request(url: url, method: HTTPMethod(rawValue: request.method.rawValue), headers: headers, body: requestBody)
+        return try HTTPClient.Request(
+            url: url, method: HTTPMethod(rawValue: request.method.rawValue), headers: headers, body: requestBody)
     }
 }
 
@@ -105,14 +113,17 @@ private final class CollectingDelegate: HTTPClientResponseDelegate {
 
     func didReceiveBodyPart(task: HTTPClient.Task<Collected>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
         let fits = progress.withLock { progress -> Bool in
-            guard progress.body.readableBytes + buffer.readableBytes <= HeadWriteReportingTransport.maxResponseBodyBytes else {
+            guard progress.body.readableBytes + buffer.readableBytes <= HeadWriteReportingTransport.maxResponseBodyBytes
+            else {
                 return false
             }
             var buffer = buffer
             progress.body.writeBuffer(&buffer)
             return true
         }
-        return fits ? task.eventLoop.makeSucceededVoidFuture() : task.eventLoop.makeFailedFuture(HeadWriteReportingTransport.ResponseBodyTooLarge())
+        return fits
+            ? task.eventLoop.makeSucceededVoidFuture()
+            : task.eventLoop.makeFailedFuture(HeadWriteReportingTransport.ResponseBodyTooLarge())
     }
 
     func didFinishRequest(task: HTTPClient.Task<Collected>) throws -> Collected {

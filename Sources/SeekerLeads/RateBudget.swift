@@ -228,7 +228,9 @@ public final class RateBudget: Sendable {
         return earliest ?? .zeroReference
     }
 
-    private func grant(arrivedAt arrival: ContinuousClock.Instant, now: ContinuousClock.Instant, in state: inout State) -> Permit {
+    private func grant(arrivedAt arrival: ContinuousClock.Instant, now: ContinuousClock.Instant, in state: inout State)
+        -> Permit
+    {
         state.inFlight += 1
         state.nextSlotID += 1
         state.slots.append(Slot(id: state.nextSlotID, startedAt: now, written: false))

@@ -140,7 +140,9 @@ public final class SeekerLeadsClient: Sendable {
         let outcome: SubmissionAttemptOutcome
     }
 
-    private func send(_ lead: Components.Schemas.createLeadRequest, traceparent: String?, token: String) async -> Exchange {
+    private func send(_ lead: Components.Schemas.createLeadRequest, traceparent: String?, token: String) async
+        -> Exchange
+    {
         metrics.requestStarted()
         defer { metrics.requestEnded() }
         let record = ExchangeRecord(bearerToken: token, budget: budget)
@@ -160,8 +162,11 @@ public final class SeekerLeadsClient: Sendable {
         guard let response = record.response else {
             let transport = TransportFailure(failure ?? CancellationError())
             metrics.countRequest(code: transport.code)
-            logger.debug("API request got no answer", metadata: ["code": "\(transport.code)", "error": "\(transport.description)"])
-            return Exchange(status: nil, outcome: .transient(httpStatus: nil, description: transport.description, retryAfter: nil))
+            logger.debug(
+                "API request got no answer",
+                metadata: ["code": "\(transport.code)", "error": "\(transport.description)"])
+            return Exchange(
+                status: nil, outcome: .transient(httpStatus: nil, description: transport.description, retryAfter: nil))
         }
         metrics.countRequest(code: String(response.status))
         logger.debug(
@@ -171,7 +176,9 @@ public final class SeekerLeadsClient: Sendable {
         return Exchange(status: response.status, outcome: classify(response, decoded: output))
     }
 
-    private func classify(_ response: ExchangeRecord.Response, decoded: Operations.createLead.Output?) -> SubmissionAttemptOutcome {
+    private func classify(_ response: ExchangeRecord.Response, decoded: Operations.createLead.Output?)
+        -> SubmissionAttemptOutcome
+    {
         let status = response.status
         switch status {
         case 200..<300:
@@ -185,7 +192,11 @@ public final class SeekerLeadsClient: Sendable {
         case _ where HTTPStatusClass.isTransient(status):
             let retryAfter = response.retryAfter.flatMap { RetryAfter.delay(fromHeaderValue: $0) }
             if let retryAfter, status == 429 || status == 503 {
-                logger.info("API asked to wait; holding the rate budget", metadata: ["http_status": "\(status)", "retry_after_ms": "\(retryAfter.nanosecondsValue / 1_000_000)"])
+                logger.info(
+                    "API asked to wait; holding the rate budget",
+                    metadata: [
+                        "http_status": "\(status)", "retry_after_ms": "\(retryAfter.nanosecondsValue / 1_000_000)",
+                    ])
             }
             return .transient(httpStatus: status, description: "HTTP \(status)", retryAfter: retryAfter)
         default:
@@ -206,7 +217,8 @@ public final class SeekerLeadsClient: Sendable {
         var path = ""
         if let decodingError = error as? DecodingError {
             switch decodingError {
-            case .keyNotFound(let key, let context): path = (context.codingPath + [key]).map(\.stringValue).joined(separator: "/")
+            case .keyNotFound(let key, let context):
+                path = (context.codingPath + [key]).map(\.stringValue).joined(separator: "/")
             case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
                 path = context.codingPath.map(\.stringValue).joined(separator: "/")
             @unknown default: path = ""
@@ -232,7 +244,9 @@ public final class SeekerLeadsClient: Sendable {
     }
 
     private static func jsonString(_ text: String) -> String {
-        guard let data = try? JSONEncoder().encode([text]), let array = String(data: data, encoding: .utf8) else { return "\"\"" }
+        guard let data = try? JSONEncoder().encode([text]), let array = String(data: data, encoding: .utf8) else {
+            return "\"\""
+        }
         return String(array.dropFirst().dropLast())
     }
 }

@@ -6,7 +6,9 @@ public struct ProblemDetails: Sendable, Codable, Equatable {
     public var detail: String?
     public var instance: String?
 
-    public init(type: String? = nil, title: String? = nil, status: Int? = nil, detail: String? = nil, instance: String? = nil) {
+    public init(
+        type: String? = nil, title: String? = nil, status: Int? = nil, detail: String? = nil, instance: String? = nil
+    ) {
         self.type = type
         self.title = title
         self.status = status

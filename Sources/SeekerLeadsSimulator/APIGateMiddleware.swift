@@ -34,14 +34,17 @@ struct APIGateMiddleware: RouterMiddleware {
 
     private struct ConnectionDropped: Error {}
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         guard let arrivedAtNanos = request.headers[.simulatorArrival].flatMap({ Int64($0) }) else {
             return try await next(request, context)
         }
         let violation = request.headers[.simulatorBudgetViolation]
         var status: Int?
         defer {
-            state.recordAnswer(method: request.method.rawValue, path: request.uri.path, arrivedAtNanos: arrivedAtNanos, status: status)
+            state.recordAnswer(
+                method: request.method.rawValue, path: request.uri.path, arrivedAtNanos: arrivedAtNanos, status: status)
         }
         do {
             let response = try await gate(request, context: context, violation: violation, next: next)
@@ -64,7 +67,10 @@ struct APIGateMiddleware: RouterMiddleware {
         let traceparent = request.headers[.traceparent]
         let faults = state.faults
         if let kind = violation {
-            return problem(429, "over the budget of \(state.options.maxInFlight) concurrent requests and \(state.options.rateLimit) starts per \(state.options.windowMs) ms (\(kind))", traceparent: traceparent, retryAfter: faults)
+            return problem(
+                429,
+                "over the budget of \(state.options.maxInFlight) concurrent requests and \(state.options.rateLimit) starts per \(state.options.windowMs) ms (\(kind))",
+                traceparent: traceparent, retryAfter: faults)
         }
         let latencyMs = faults.latencyMs + (faults.latencyJitterMs > 0 ? Int.random(in: 0...faults.latencyJitterMs) : 0)
         if latencyMs > 0 { try await Task.sleep(for: .milliseconds(latencyMs)) }
@@ -76,7 +82,9 @@ struct APIGateMiddleware: RouterMiddleware {
             return problem(429, "too many requests (injected storm)", traceparent: traceparent, retryAfter: faults)
         }
         for (code, rate) in faults.errorRates.sorted(by: { $0.key < $1.key }) {
-            guard let status = Int(code), (400..<600).contains(status), Double.random(in: 0..<1) < rate else { continue }
+            guard let status = Int(code), (400..<600).contains(status), Double.random(in: 0..<1) < rate else {
+                continue
+            }
             return problem(status, "injected failure", traceparent: traceparent, retryAfter: faults)
         }
         guard request.headers[.userAgent] != nil else {
@@ -95,7 +103,9 @@ struct APIGateMiddleware: RouterMiddleware {
             maxBytes: state.options.maxBodyBytes
         )
         guard violations.isEmpty else {
-            return problem(400, "the request body does not satisfy createLeadRequest", traceparent: traceparent, errors: violations)
+            return problem(
+                400, "the request body does not satisfy createLeadRequest", traceparent: traceparent, errors: violations
+            )
         }
         return try await next(request, context)
     }
@@ -116,14 +126,16 @@ struct APIGateMiddleware: RouterMiddleware {
         )
         var headers: HTTPFields = [.contentType: "application/problem+json"]
         if let faults, status == 429 || status == 503, faults.retryAfterSeconds > 0 {
-            headers[.retryAfter] = faults.retryAfterAsHTTPDate
+            headers[.retryAfter] =
+                faults.retryAfterAsHTTPDate
                 ? HTTPDate.format(Date().addingTimeInterval(TimeInterval(faults.retryAfterSeconds)))
                 : String(faults.retryAfterSeconds)
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes]
         let encoded = (try? encoder.encode(body)) ?? Data()
-        return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: encoded)))
+        return Response(
+            status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: encoded)))
     }
 }
 

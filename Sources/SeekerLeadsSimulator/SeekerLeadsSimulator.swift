@@ -21,7 +21,8 @@ public enum SeekerLeadsSimulator {
         let state = SimulatorState(options: options)
         let router = Router(context: SimulatorRequestContext.self)
         router.add(middleware: APIGateMiddleware(state: state))
-        try SimulatorAPI(state: state).registerHandlers(on: router, configuration: .init(jsonEncodingOptions: [.withoutEscapingSlashes]))
+        try SimulatorAPI(state: state).registerHandlers(
+            on: router, configuration: .init(jsonEncodingOptions: [.withoutEscapingSlashes]))
         addTokenRoute(to: router, state: state)
         addAdminRoutes(to: router, state: state)
         let application = Application(
@@ -41,7 +42,9 @@ public enum SeekerLeadsSimulator {
     public static func start(options: SimulatorOptions, logger: Logger) async throws -> RunningSimulator {
         let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
-        let (application, controller) = try makeApplication(options: options, logger: logger, eventLoopGroup: .shared(eventLoopGroup)) { port in
+        let (application, controller) = try makeApplication(
+            options: options, logger: logger, eventLoopGroup: .shared(eventLoopGroup)
+        ) { port in
             portContinuation.yield(port)
             portContinuation.finish()
         }
@@ -56,7 +59,9 @@ public enum SeekerLeadsSimulator {
             try await run.value
             throw SimulatorStartError()
         }
-        return RunningSimulator(host: options.host, port: port, controller: controller, group: group, run: run, eventLoopGroup: eventLoopGroup)
+        return RunningSimulator(
+            host: options.host, port: port, controller: controller, group: group, run: run,
+            eventLoopGroup: eventLoopGroup)
     }
 
     private struct TokenRequest: Decodable {
@@ -76,7 +81,8 @@ public enum SeekerLeadsSimulator {
         router.post("/oauth/token") { request, context -> Response in
             var request = request
             let body = try await request.collectBody(upTo: 16 * 1024)
-            guard let tokenRequest = try? JSONDecoder().decode(TokenRequest.self, from: Data(body.readableBytesView)) else {
+            guard let tokenRequest = try? JSONDecoder().decode(TokenRequest.self, from: Data(body.readableBytesView))
+            else {
                 return jsonResponse(400, ["error": "invalid_request"])
             }
             guard tokenRequest.grant_type == "client_credentials" else {
@@ -99,7 +105,8 @@ public enum SeekerLeadsSimulator {
         router.post("/_sim/faults") { request, context -> Response in
             var request = request
             let body = try await request.collectBody(upTo: 64 * 1024)
-            guard let faults = try? JSONDecoder().decode(SimulatorFaults.self, from: Data(body.readableBytesView)) else {
+            guard let faults = try? JSONDecoder().decode(SimulatorFaults.self, from: Data(body.readableBytesView))
+            else {
                 return jsonResponse(400, ["error": "body must be a JSON object of SimulatorFaults fields"])
             }
             state.setFaults(faults)
@@ -112,7 +119,9 @@ public enum SeekerLeadsSimulator {
                 json.append(body)
             }
             json.append(UInt8(ascii: "]"))
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: json)))
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: json)))
         }
         router.get("/_sim/requests") { _, _ in jsonResponse(200, state.requestLog) }
     }

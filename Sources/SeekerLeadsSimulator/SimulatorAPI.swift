@@ -19,26 +19,32 @@ struct SimulatorAPI: APIProtocol {
         guard case .json(let request) = input.body else { return .undocumented(statusCode: 415, .init()) }
         let canonicalBody = try Self.canonicalEncoder.encode(request)
         _ = state.store(request, canonicalBody: canonicalBody, at: Date())
-        return .ok(.init(body: .json(.init(title: "Lead submitted successfully", requestId: UUID().uuidString.lowercased()))))
+        return .ok(
+            .init(body: .json(.init(title: "Lead submitted successfully", requestId: UUID().uuidString.lowercased()))))
     }
 
     func listLeads(_ input: Operations.listLeads.Input) async throws -> Operations.listLeads.Output {
         let query = input.query
         let limit = query.limit ?? 100
         guard (1...100).contains(limit) else {
-            return .badRequest(.init(body: .application_problem_plus_json(Self.problem(400, "limit must be between 1 and 100"))))
+            return .badRequest(
+                .init(body: .application_problem_plus_json(Self.problem(400, "limit must be between 1 and 100"))))
         }
         guard query.minDate <= query.maxDate, query.maxDate - query.minDate <= Self.maxListPeriodSeconds else {
             return .badRequest(
-                .init(body: .application_problem_plus_json(Self.problem(400, "minDate..maxDate must be a period of at most 7 days")))
+                .init(
+                    body: .application_problem_plus_json(
+                        Self.problem(400, "minDate..maxDate must be a period of at most 7 days")))
             )
         }
-        let (page, hasMore) = state.leads(minDate: query.minDate, maxDate: query.maxDate, after: query.start, limit: limit)
+        let (page, hasMore) = state.leads(
+            minDate: query.minDate, maxDate: query.maxDate, after: query.start, limit: limit)
         let basePath = "/leads?minDate=\(query.minDate)&maxDate=\(query.maxDate)&limit=\(limit)"
         let selfLink = basePath + (query.start.map { "&start=\($0)" } ?? "")
         let nextLink = hasMore ? page.last.map { basePath + "&start=\($0.leadId)" } : nil
         let result = Components.Schemas.paginatedResultSet(
-            metadata: .init(count: page.count, limit: limit, minDate: query.minDate, maxDate: query.maxDate, start: query.start),
+            metadata: .init(
+                count: page.count, limit: limit, minDate: query.minDate, maxDate: query.maxDate, start: query.start),
             links: .init(_self: selfLink, next: nextLink),
             items: page.map(Self.classifiedLead)
         )
@@ -59,7 +65,10 @@ struct SimulatorAPI: APIProtocol {
         guard let url = URL(string: request.url), url.scheme == "https" || url.scheme == "http", url.host != nil,
             !request.apiKey.isEmpty
         else {
-            return .badRequest(.init(body: .application_problem_plus_json(Self.problem(400, "url must be an absolute http(s) URL and apiKey non-empty"))))
+            return .badRequest(
+                .init(
+                    body: .application_problem_plus_json(
+                        Self.problem(400, "url must be an absolute http(s) URL and apiKey non-empty"))))
         }
         let now = Self.dateTime(Date())
         let subscription = Components.Schemas.webhookSubscriptionResponse(

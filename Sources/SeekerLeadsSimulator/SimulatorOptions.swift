@@ -30,15 +30,20 @@ public struct SimulatorFaults: Sendable, Codable, Equatable {
         latencyMs = try container.decodeIfPresent(Int.self, forKey: .latencyMs) ?? defaults.latencyMs
         latencyJitterMs = try container.decodeIfPresent(Int.self, forKey: .latencyJitterMs) ?? defaults.latencyJitterMs
         errorRates = try container.decodeIfPresent([String: Double].self, forKey: .errorRates) ?? defaults.errorRates
-        storm429Requests = try container.decodeIfPresent(Int.self, forKey: .storm429Requests) ?? defaults.storm429Requests
-        storm429Seconds = try container.decodeIfPresent(Double.self, forKey: .storm429Seconds) ?? defaults.storm429Seconds
-        retryAfterSeconds = try container.decodeIfPresent(Int.self, forKey: .retryAfterSeconds) ?? defaults.retryAfterSeconds
+        storm429Requests =
+            try container.decodeIfPresent(Int.self, forKey: .storm429Requests) ?? defaults.storm429Requests
+        storm429Seconds =
+            try container.decodeIfPresent(Double.self, forKey: .storm429Seconds) ?? defaults.storm429Seconds
+        retryAfterSeconds =
+            try container.decodeIfPresent(Int.self, forKey: .retryAfterSeconds) ?? defaults.retryAfterSeconds
         retryAfterAsHTTPDate =
             try container.decodeIfPresent(Bool.self, forKey: .retryAfterAsHTTPDate) ?? defaults.retryAfterAsHTTPDate
-        dropConnectionRate = try container.decodeIfPresent(Double.self, forKey: .dropConnectionRate) ?? defaults.dropConnectionRate
+        dropConnectionRate =
+            try container.decodeIfPresent(Double.self, forKey: .dropConnectionRate) ?? defaults.dropConnectionRate
         tokenEndpointOutage =
             try container.decodeIfPresent(Bool.self, forKey: .tokenEndpointOutage) ?? defaults.tokenEndpointOutage
-        revokeIssuedTokens = try container.decodeIfPresent(Bool.self, forKey: .revokeIssuedTokens) ?? defaults.revokeIssuedTokens
+        revokeIssuedTokens =
+            try container.decodeIfPresent(Bool.self, forKey: .revokeIssuedTokens) ?? defaults.revokeIssuedTokens
     }
 }
 

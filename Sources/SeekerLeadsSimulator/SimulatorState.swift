@@ -226,7 +226,8 @@ final class SimulatorState: Sendable {
     }
 
     /// Leads ingested in `minDate...maxDate` after the lead `start`, at most `limit`, and whether more follow.
-    func leads(minDate: Int64, maxDate: Int64, after start: String?, limit: Int) -> (page: [StoredLead], hasMore: Bool) {
+    func leads(minDate: Int64, maxDate: Int64, after start: String?, limit: Int) -> (page: [StoredLead], hasMore: Bool)
+    {
         counters.withLock { state in
             let firstIndex = start.flatMap { state.leadIndexByID[$0].map { $0 + 1 } } ?? 0
             var page: [StoredLead] = []

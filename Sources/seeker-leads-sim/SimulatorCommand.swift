@@ -66,7 +66,8 @@ struct SimulatorCommand: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data("SEEKER_LEADS_BASE_URL=http://\(announcedHost):\(boundPort)\n".utf8))
         }
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: application)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            configuration: .init(
+                services: [.init(service: application)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
         try await group.run()
     }

@@ -63,11 +63,14 @@ import Testing
         BadValue("LEAD_RELAY_DLQ_TOPIC", "a/b"),
         BadValue("LEAD_RELAY_GROUP_ID", "has space"),
         BadValue("SEEKER_LEADS_TOKEN", nil),
-        BadValue(["SEEKER_LEADS_TOKEN": nil, "SEEKER_LEADS_TOKEN_FILE": "/nonexistent"], named: "SEEKER_LEADS_TOKEN_FILE"),
+        BadValue(
+            ["SEEKER_LEADS_TOKEN": nil, "SEEKER_LEADS_TOKEN_FILE": "/nonexistent"], named: "SEEKER_LEADS_TOKEN_FILE"),
         BadValue(["SEEKER_LEADS_CLIENT_ID": "relay"], named: "SEEKER_LEADS_CLIENT_ID"),
         BadValue(
-            ["SEEKER_LEADS_TOKEN": nil, "SEEKER_LEADS_TOKEN_URL": "http://\(closedPort)/oauth/token",
-             "SEEKER_LEADS_CLIENT_ID": "relay"],
+            [
+                "SEEKER_LEADS_TOKEN": nil, "SEEKER_LEADS_TOKEN_URL": "http://\(closedPort)/oauth/token",
+                "SEEKER_LEADS_CLIENT_ID": "relay",
+            ],
             named: "SEEKER_LEADS_CLIENT_SECRET"),
     ]
 

@@ -147,7 +147,9 @@ struct SampleFacts {
             shape = .structured
             eventID = object["id"] as? String
             eventSource = object["source"] as? String
-            requestFields = object["data"].flatMap { try? JSONSerialization.data(withJSONObject: $0, options: [.sortedKeys]) }
+            requestFields = object["data"].flatMap {
+                try? JSONSerialization.data(withJSONObject: $0, options: [.sortedKeys])
+            }
         } else if jsonObject(sample.value) != nil {
             shape = .plain
             requestFields = sample.value.flatMap { try? canonicalJSON(Data($0)) }
@@ -161,9 +163,10 @@ private func requireEveryKindOfRecord(in samples: [SampleLeads.Record]) throws {
     let shapes = Set(valid.compactMap { SampleFacts($0).shape })
     try #require(shapes == [.structured, .binary, .plain], "the mix lacks a shape: \(shapes)")
     try #require(samples.contains { $0.expectation == .duplicate })
-    let reasons = Set(samples.compactMap { sample -> String? in
-        if case .deadLettered(let reason) = sample.expectation { return reason } else { return nil }
-    })
+    let reasons = Set(
+        samples.compactMap { sample -> String? in
+            if case .deadLettered(let reason) = sample.expectation { return reason } else { return nil }
+        })
     try #require(reasons == ["malformed", "schema-violation", "unsupported-type"], "\(reasons)")
 }
 
@@ -196,7 +199,8 @@ private let resultFields = [
 ]
 
 private func expectResults(
-    _ results: [KafkaConsumerRecord], for produced: [ProducedSample], byInputPosition: [InputPosition: SampleLeads.Record]
+    _ results: [KafkaConsumerRecord], for produced: [ProducedSample],
+    byInputPosition: [InputPosition: SampleLeads.Record]
 ) {
     let relayed = produced.filter { $0.sample.expectation == .submitted || $0.sample.expectation == .duplicate }
     #expect(results.count == relayed.count)
@@ -287,7 +291,8 @@ private func expectDeadLetters(
         #expect(letter.value == sample.value)
         #expect(Array(letter.headers.prefix(sample.headers.count)) == sample.headers, "original headers changed")
         #expect(letter.headers.dropFirst(sample.headers.count).allSatisfy { $0.key.hasPrefix("lead-relay.") })
-        #expect(deadLetterHeaderNames.isSubset(of: added.keys), "missing \(deadLetterHeaderNames.subtracting(added.keys))")
+        #expect(
+            deadLetterHeaderNames.isSubset(of: added.keys), "missing \(deadLetterHeaderNames.subtracting(added.keys))")
         #expect(added["lead-relay.error.reason"] == reason)
         #expect(added["lead-relay.error.stage"] == (reason == "schema-violation" ? "validate" : "decode"))
         #expect(added["lead-relay.error.http-status"] == nil, "no API answer for a record that was never posted")

@@ -39,7 +39,8 @@ extension EndToEnd {
 
             let stats = try await simulator.stats()
             for (fault, status) in [("429 storm", "429"), ("5xx burst", "500"), ("dropped connections", "dropped")] {
-                #expect(stats.requestsByStatus[status, default: 0] > 0, "no \(fault) happened: \(stats.requestsByStatus)")
+                #expect(
+                    stats.requestsByStatus[status, default: 0] > 0, "no \(fault) happened: \(stats.requestsByStatus)")
             }
             #expect(stats.violations == 0, "budget violations: \(stats.violationsByKind)")
             try await expectEachLeadStoredOnce(samples, by: simulator)

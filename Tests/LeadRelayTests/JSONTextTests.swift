@@ -5,7 +5,8 @@ import Testing
 
 @Suite struct JSONTextTests {
     @Test func timestampsAreRFC3339InUTCWithMilliseconds() {
-        #expect(RFC3339Milliseconds.format(Date(timeIntervalSince1970: 1_764_412_800.123)) == "2025-11-29T10:40:00.123Z")
+        #expect(
+            RFC3339Milliseconds.format(Date(timeIntervalSince1970: 1_764_412_800.123)) == "2025-11-29T10:40:00.123Z")
         #expect(RFC3339Milliseconds.format(Date(timeIntervalSince1970: 951_782_400.5)) == "2000-02-29T00:00:00.500Z")
         #expect(RFC3339Milliseconds.format(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00.000Z")
     }

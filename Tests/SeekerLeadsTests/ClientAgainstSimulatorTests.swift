@@ -1,11 +1,11 @@
 import AsyncHTTPClient
 import Foundation
 import Logging
+import SeekerLeadsSimulator
 import Synchronization
 import Testing
 
 @testable import SeekerLeads
-import SeekerLeadsSimulator
 
 /// Keeps every log line a logger emits, with its metadata, for assertions.
 final class CapturedLogs: Sendable {
@@ -66,11 +66,14 @@ struct SimulatorFixture: Sendable {
         options.clientSecret = clientSecret
         options.staticToken = "test-static-token"
         options.faults = faults
-        let simulator = try await SeekerLeadsSimulator.start(options: options, logger: Logger(label: "sim") { _ in SwiftLogNoOpLogHandler() })
+        let simulator = try await SeekerLeadsSimulator.start(
+            options: options, logger: Logger(label: "sim") { _ in SwiftLogNoOpLogHandler() })
         let logs = CapturedLogs()
         let authentication: SeekerLeadsAuthentication =
             oauth
-            ? .clientCredentials(tokenURL: simulator.tokenURL, clientID: options.clientID, clientSecret: clientSecret, audience: simulator.baseURL)
+            ? .clientCredentials(
+                tokenURL: simulator.tokenURL, clientID: options.clientID, clientSecret: clientSecret,
+                audience: simulator.baseURL)
             : .staticToken(options.staticToken)
         let client = try SeekerLeadsClient(
             configuration: .init(
@@ -95,7 +98,8 @@ struct SimulatorFixture: Sendable {
             for worker in 0..<200 {
                 group.addTask {
                     for round in 0..<10 {
-                        let outcome = await fixture.client.submitLead(requestBody: validLeadBody(worker * 10 + round), traceparent: nil)
+                        let outcome = await fixture.client.submitLead(
+                            requestBody: validLeadBody(worker * 10 + round), traceparent: nil)
                         if case .accepted = outcome { accepted.withLock { $0 += 1 } }
                     }
                 }
@@ -116,9 +120,11 @@ struct SimulatorFixture: Sendable {
     @Test func exactlyTheGivenFieldsReachTheAPI() async throws {
         let fixture = try await SimulatorFixture.start(oauth: false)
         let body = Array(
-            #"{"lastName":"Doe","email":"a@example.com","phoneNumbers":[{"number":"0511223344"}],"message":"m/x","classifiedId":"12ABCDEFGHJK","submittedDate":"2025-01-01T10:00:00.5Z","unknownField":1}"#.utf8
+            #"{"lastName":"Doe","email":"a@example.com","phoneNumbers":[{"number":"0511223344"}],"message":"m/x","classifiedId":"12ABCDEFGHJK","submittedDate":"2025-01-01T10:00:00.5Z","unknownField":1}"#
+                .utf8
         )
-        let outcome = await fixture.client.submitLead(requestBody: body, traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        let outcome = await fixture.client.submitLead(
+            requestBody: body, traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
         guard case .accepted(let requestId, _, 200) = outcome else {
             Issue.record("expected accepted, got \(outcome)")
             return
@@ -145,7 +151,11 @@ struct SimulatorFixture: Sendable {
             afterAttempt: { outcome in
                 guard case .transient(429, _, _) = outcome else { return }
                 let tasks = (1...5).map { index in
-                    Task { try await fixture.client.submitLeadRetrying(requestBody: validLeadBody(index), traceparent: nil, deadline: nil).outcome }
+                    Task {
+                        try await fixture.client.submitLeadRetrying(
+                            requestBody: validLeadBody(index), traceparent: nil, deadline: nil
+                        ).outcome
+                    }
                 }
                 followers.withLock { $0 = tasks }
             }
@@ -172,7 +182,9 @@ struct SimulatorFixture: Sendable {
         let (outcome, attempts) = try await fixture.client.submitLeadRetrying(
             requestBody: validLeadBody(1), traceparent: nil, deadline: nil,
             afterAttempt: { _ in
-                if attemptsSeen.withLock({ count -> Int in count += 1; return count }) == 3 {
+                if attemptsSeen.withLock({ count -> Int in
+                    count += 1; return count
+                }) == 3 {
                     await fixture.simulator.setFaults(SimulatorFaults())
                 }
             }
@@ -184,8 +196,11 @@ struct SimulatorFixture: Sendable {
         #expect(attempts == 4)
         #expect(await fixture.simulator.stats().requestsByStatus["503"] == 3)
 
-        let invalid = Array(#"{"lastName":"","email":"a@example.com","phoneNumbers":[{"number":"0511223344"}],"message":"m","classifiedId":"12ABCDEFGHJO","submittedDate":"2025-01-01T10:00:00Z"}"#.utf8)
-        let (rejected, rejectedAttempts) = try await fixture.client.submitLeadRetrying(requestBody: invalid, traceparent: nil, deadline: nil)
+        let invalid = Array(
+            #"{"lastName":"","email":"a@example.com","phoneNumbers":[{"number":"0511223344"}],"message":"m","classifiedId":"12ABCDEFGHJO","submittedDate":"2025-01-01T10:00:00Z"}"#
+                .utf8)
+        let (rejected, rejectedAttempts) = try await fixture.client.submitLeadRetrying(
+            requestBody: invalid, traceparent: nil, deadline: nil)
         #expect(rejectedAttempts == 1)
         guard case .rejected(400, let problem?, _, let detailsJSON) = rejected else {
             Issue.record("expected a 400 rejection, got \(rejected)")
@@ -211,7 +226,9 @@ struct SimulatorFixture: Sendable {
         await withTaskGroup(of: Void.self) { group in
             for index in 0..<50 {
                 group.addTask {
-                    if case .accepted = await fixture.client.submitLead(requestBody: validLeadBody(100 + index), traceparent: nil) {
+                    if case .accepted = await fixture.client.submitLead(
+                        requestBody: validLeadBody(100 + index), traceparent: nil)
+                    {
                         accepted.withLock { $0 += 1 }
                     }
                 }

@@ -13,7 +13,8 @@ import Testing
     }
 
     @Test func slidingWindowNeverExceeded() async throws {
-        let configuration = RateBudgetConfiguration(maxInFlight: 100, rateLimit: 5, window: .milliseconds(50), margin: .zero)
+        let configuration = RateBudgetConfiguration(
+            maxInFlight: 100, rateLimit: 5, window: .milliseconds(50), margin: .zero)
         let budget = RateBudget(configuration: configuration)
         let starts = Locked<[ContinuousClock.Instant]>([])
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -32,7 +33,8 @@ import Testing
     }
 
     @Test func inFlightLimitHoldsUntilRelease() async throws {
-        let budget = RateBudget(configuration: .init(maxInFlight: 2, rateLimit: 1000, window: .milliseconds(1), margin: .zero))
+        let budget = RateBudget(
+            configuration: .init(maxInFlight: 2, rateLimit: 1000, window: .milliseconds(1), margin: .zero))
         let first = try await budget.acquire()
         _ = try await budget.acquire()
         let third = Task { try await budget.acquire() }
@@ -45,7 +47,8 @@ import Testing
     }
 
     @Test func waitersAreServedInArrivalOrder() async throws {
-        let budget = RateBudget(configuration: .init(maxInFlight: 1, rateLimit: 1000, window: .milliseconds(1), margin: .zero))
+        let budget = RateBudget(
+            configuration: .init(maxInFlight: 1, rateLimit: 1000, window: .milliseconds(1), margin: .zero))
         let holder = try await budget.acquire()
         let order = Locked<[Int]>([])
         var tasks: [Task<Void, any Error>] = []
@@ -66,7 +69,8 @@ import Testing
     }
 
     @Test func cancelledWaiterLeavesTheQueue() async throws {
-        let budget = RateBudget(configuration: .init(maxInFlight: 1, rateLimit: 1000, window: .milliseconds(1), margin: .zero))
+        let budget = RateBudget(
+            configuration: .init(maxInFlight: 1, rateLimit: 1000, window: .milliseconds(1), margin: .zero))
         let holder = try await budget.acquire()
         let cancelled = Task { try await budget.acquire() }
         try await waitUntil { budget.waiting == 1 }
@@ -140,7 +144,8 @@ import Testing
     }
 
     @Test func authenticationDescriptionRedactsSecrets() {
-        let auth = SeekerLeadsAuthentication.clientCredentials(tokenURL: "http://t", clientID: "id", clientSecret: "s3cr3t", audience: "a")
+        let auth = SeekerLeadsAuthentication.clientCredentials(
+            tokenURL: "http://t", clientID: "id", clientSecret: "s3cr3t", audience: "a")
         #expect(!"\(auth)".contains("s3cr3t"))
         #expect(!String(reflecting: auth).contains("s3cr3t"))
         var dumped = ""

@@ -23,7 +23,9 @@ final class ChildProcess: Sendable {
         let process = Process()
         process.executableURL = Self.productsDirectory.appendingPathComponent(product)
         process.arguments = arguments
-        let inherited = ProcessInfo.processInfo.environment.filter { ["PATH", "HOME", "TMPDIR", "LANG"].contains($0.key) }
+        let inherited = ProcessInfo.processInfo.environment.filter {
+            ["PATH", "HOME", "TMPDIR", "LANG"].contains($0.key)
+        }
         process.environment = inherited.merging(environment) { _, new in new }
         let stdout = Pipe()
         process.standardOutput = stdout

@@ -79,7 +79,8 @@ final class SimulatorProcess: Sendable {
     }
 
     func requestLog() async throws -> [SimulatorRequestRecord] {
-        try JSONDecoder().decode([SimulatorRequestRecord].self, from: try await HTTP.get(baseURL + "/_sim/requests").body)
+        try JSONDecoder().decode(
+            [SimulatorRequestRecord].self, from: try await HTTP.get(baseURL + "/_sim/requests").body)
     }
 
     /// Every lead the API stored, as canonical JSON (`canonicalJSON`), in arrival order.
