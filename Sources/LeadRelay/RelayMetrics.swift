@@ -14,10 +14,8 @@ public final class RelayMetrics: Sendable {
         case deadLettered = "dead_lettered"
     }
 
-    /// The dead-letter reasons of the relay issue; the series of each exists from the start.
-    public static let deadLetterReasons = [
-        "malformed", "unsupported-type", "schema-violation", "rejected-by-api", "retries-exhausted",
-    ]
+    /// The dead-letter reasons the relay gives; the series of each exists from the start.
+    public static let deadLetterReasons = DeadLetter.Reason.allCases.map(\.rawValue)
 
     private let factory: any MetricsFactory
     private let recordsConsumed: Counter
