@@ -34,7 +34,7 @@ public final class RelayService: Service, Sendable {
     private let client: SeekerLeadsClient
     private let metrics: RelayMetrics
     private let offsets = OffsetTracker()
-    private let pending: PendingRecords
+    private let pending: AsyncSlots
     private let logger: Logger
 
     init(
@@ -50,7 +50,7 @@ public final class RelayService: Service, Sendable {
         self.readiness = readiness
         self.client = client
         self.metrics = metrics
-        self.pending = PendingRecords(capacity: settings.maxPendingRecords)
+        self.pending = AsyncSlots(capacity: settings.maxPendingRecords)
         self.logger = logger
     }
 

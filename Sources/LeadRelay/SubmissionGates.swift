@@ -13,7 +13,7 @@ final class SubmissionGates: Sendable {
     /// Attempts between their permission and their outcome. The API client waits for its budget after
     /// the permission: without this bound every lead the relay holds could pass the gates while the
     /// circuit is closed and then, queued for the budget, go out after it opened.
-    private let attemptSlots: PendingRecords
+    private let attemptSlots: AsyncSlots
 
     init(
         circuit: CircuitBreaker, credentials: CircuitBreaker, maxConcurrentAttempts: Int, metrics: RelayMetrics,
@@ -21,7 +21,7 @@ final class SubmissionGates: Sendable {
     ) {
         self.circuit = circuit
         self.credentials = credentials
-        self.attemptSlots = PendingRecords(capacity: maxConcurrentAttempts)
+        self.attemptSlots = AsyncSlots(capacity: maxConcurrentAttempts)
         self.metrics = metrics
         self.readiness = readiness
     }

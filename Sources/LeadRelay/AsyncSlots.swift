@@ -1,8 +1,9 @@
 import Synchronization
 
-/// Bounds how many consumed records the relay holds at once, so that a backlog of any size costs
-/// a fixed amount of memory; and lets shutdown wait for the records it holds.
-final class PendingRecords: Sendable {
+/// A fixed number of slots taken and given back first come, first served, and a wait for all of them
+/// to be free. The relay bounds with it the records it holds (so a backlog of any size costs a fixed
+/// amount of memory, and shutdown can wait for them) and the attempts past its gates.
+final class AsyncSlots: Sendable {
     private struct State {
         var count = 0
         var slotWaiters: [CheckedContinuation<Void, Never>] = []
