@@ -23,10 +23,10 @@ demo: deps
 	./.build/debug/lead-relay demo
 
 lint:
-	$(SWIFT) format lint --strict --recursive Package.swift Sources Tests
+	$(SWIFT) format lint --strict --recursive Package.swift Sources Tests Benchmarks Fuzz
 
 format:
-	$(SWIFT) format --in-place --recursive Package.swift Sources Tests
+	$(SWIFT) format --in-place --recursive Package.swift Sources Tests Benchmarks Fuzz
 
 # libFuzzer on event decoding + validation, seeded with the fixture corpus; its own scratch path because
 # LeadEvents is instrumented there (see the end of Package.swift). Crashes are written to fuzz-corpus/ as crash-*.

@@ -29,6 +29,8 @@ let package = Package(
             pkgConfig: "rdkafka",
             providers: [.apt(["librdkafka-dev"])]
         ),
+        // mallopt, for the executable to cap glibc's malloc arenas.
+        .systemLibrary(name: "CGlibcMalloc"),
         .target(
             name: "Kafka",
             dependencies: [
@@ -98,6 +100,7 @@ let package = Package(
         .executableTarget(
             name: "lead-relay",
             dependencies: [
+                "CGlibcMalloc",
                 "Kafka",
                 "LeadEvents",
                 "LeadRelay",
@@ -125,6 +128,8 @@ let package = Package(
         .testTarget(
             name: "LeadEventsTests",
             dependencies: ["LeadEvents"],
+            // The scripts run from the source tree (the conformance check and the corpus generator).
+            exclude: ["conformance.py", "make_fixtures.py"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

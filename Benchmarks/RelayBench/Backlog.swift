@@ -49,12 +49,15 @@ struct KafkaTools {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await event in consumer.events {
-                    guard case .record = event else { continue }
+                    guard case .records(let records) = event else { continue }
                     let done = progress.withLock { state in
                         let now = ContinuousClock.now
-                        if state.count == 0 { state.firstAt = now }
+                        if state.count == 0 {
+                            state.firstAt = now
+                            state.firstBatchCount = records.count
+                        }
                         state.lastAt = now
-                        state.count += 1
+                        state.count += records.count
                         return state.count >= expected
                     }
                     if done { return }
@@ -77,11 +80,13 @@ struct KafkaTools {
 
 struct PlainConsume: Sendable {
     var count = 0
+    /// The records that arrived together with the first: they start the clock, so they are not in the rate.
+    var firstBatchCount = 0
     var firstAt: ContinuousClock.Instant?
     var lastAt: ContinuousClock.Instant?
 
     var recordsPerSecond: Double {
-        guard let firstAt, let lastAt, count > 1 else { return 0 }
-        return Double(count - 1) / (lastAt - firstAt).seconds
+        guard let firstAt, let lastAt, lastAt > firstAt else { return 0 }
+        return Double(count - firstBatchCount) / (lastAt - firstAt).seconds
     }
 }

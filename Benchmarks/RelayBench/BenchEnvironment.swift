@@ -25,7 +25,9 @@ struct BenchEnvironment: Sendable {
     func startSimulator(latencyMs: Int, label: String) async throws -> (ChildProcess, SimulatorProbe) {
         let simulator = try ChildProcess(
             name: "seeker-leads-sim", executable: simulatorBinary,
-            arguments: ["--host", "127.0.0.1", "--port", "0", "--latency-ms", String(latencyMs), "--log-level", "warning"],
+            arguments: [
+                "--host", "127.0.0.1", "--port", "0", "--latency-ms", String(latencyMs), "--log-level", "warning",
+            ],
             environment: ProcessInfo.processInfo.environment, logPath: path("sim-\(label).log"))
         let baseURL = try await simulator.announcedValue(prefix: "SEEKER_LEADS_BASE_URL=")
         return (simulator, SimulatorProbe(baseURL: baseURL))
@@ -52,7 +54,8 @@ struct BenchEnvironment: Sendable {
             "LEAD_RELAY_LOG_LEVEL": "warning",
         ]) { _, new in new }
         let process = try ChildProcess(
-            name: "lead-relay", executable: callsAPI ? apiRelayBinary : relayBinary, arguments: ["run"], environment: environment,
+            name: "lead-relay", executable: callsAPI ? apiRelayBinary : relayBinary, arguments: ["run"],
+            environment: environment,
             logPath: path("relay-\(label).log"))
         let probe = RelayProbe(baseURL: "http://127.0.0.1:\(port)")
         let deadline = ContinuousClock.now + .seconds(60)

@@ -79,11 +79,13 @@ struct Machine: Codable, Sendable {
 
     static func current() -> Machine {
         let cpuInfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let model = cpuInfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+        let model =
+            cpuInfo.split(separator: "\n").first { $0.hasPrefix("model name") }
             .flatMap { $0.split(separator: ":", maxSplits: 1).last }
             .map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown"
         let memInfo = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
-        let memoryKiB = memInfo.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }
+        let memoryKiB =
+            memInfo.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }
             .flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Double($0) } ?? 0
         let kernel = ((try? String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8)) ?? "")
             .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -120,7 +122,8 @@ struct BenchReport: Codable, Sendable {
                     ? "" : " plus uncommitted changes in \(workingTreeChanges.joined(separator: ", "))"),
             "- Relay binary: `\(relayBinary)`"
                 + (apiRelayBinary == relayBinary
-                    ? "" : "; for the scenarios that call the API (1, 2, API budget use, 4, 6, and scenario 5's figure during scenario 1): `\(apiRelayBinary)`"),
+                    ? ""
+                    : "; for the scenarios that call the API (1, 2, API budget use, 4, 6, and scenario 5's figure during scenario 1): `\(apiRelayBinary)`"),
             "- Machine: \(machine.processors) processors, \(machine.cpuModel), \(format(machine.memoryGiB)) GiB memory,"
                 + " Linux \(machine.kernel)",
             "- Repetitions per scenario: \(repeats)\(quick ? " (BENCH_QUICK: reduced sizes)" : ""); median and"

@@ -55,7 +55,8 @@ enum RelayBench {
                 environment: environmentVariables, logPath: workDirectory + "/kafka-dev.log")
             let bootstrapServers = try await kafkaDev.announcedValue(prefix: "KAFKA_BOOTSTRAP_SERVERS=")
             let environment = BenchEnvironment(
-                relayBinary: binaries + "/lead-relay", apiRelayBinary: apiRelayBinary, simulatorBinary: binaries + "/seeker-leads-sim",
+                relayBinary: binaries + "/lead-relay", apiRelayBinary: apiRelayBinary,
+                simulatorBinary: binaries + "/seeker-leads-sim",
                 eventsBenchBinary: binaries + "/lead-events-bench", workDirectory: workDirectory,
                 kafka: KafkaTools(bootstrapServers: bootstrapServers, logger: logger), logger: logger)
 
@@ -76,7 +77,9 @@ enum RelayBench {
             if selected.contains("6") {
                 for run in 1...repeats {
                     try await environment.kafka.produce(
-                        (0..<sizes.stopLeads).map { SampleLeads.valid(index: $0, shape: .structured, namespace: "stop-\(run)") },
+                        (0..<sizes.stopLeads).map {
+                            SampleLeads.valid(index: $0, shape: .structured, namespace: "stop-\(run)")
+                        },
                         to: Topics.stop(run), partitions: 6)
                 }
             }
@@ -91,7 +94,8 @@ enum RelayBench {
             }
             await each("1") { run in
                 let peak = try await budgetRun(
-                    environment, book: book, scenario: "1", latencyMs: 5, ceiling: 50, leads: sizes.budgetLeads, run: run)
+                    environment, book: book, scenario: "1", latencyMs: 5, ceiling: 50, leads: sizes.budgetLeads,
+                    run: run)
                 book.record("5", "peak RSS during scenario 1", peak, unit: "MiB", target: .below(64))
             }
             await each("100ms") {
@@ -113,7 +117,8 @@ enum RelayBench {
                 progress("seeding a dedupe store with \(seeded.count) submitted leads")
                 try environment.seedDedupeStore(at: seededStore, with: seeded)
                 if selected.contains("3") {
-                    progress("producing \(sizes.noAPIRecords) records (half duplicates, half invalid) to \(Topics.noAPI)")
+                    progress(
+                        "producing \(sizes.noAPIRecords) records (half duplicates, half invalid) to \(Topics.noAPI)")
                     try await environment.kafka.produce(
                         noAPIRecords(count: sizes.noAPIRecords, seeded: seeded), to: Topics.noAPI,
                         partitions: sizes.noAPIPartitions)
@@ -146,7 +151,8 @@ enum RelayBench {
             date: Date().formatted(.iso8601), commit: git(["rev-parse", "--short", "HEAD"]),
             workingTreeChanges: git(["status", "--porcelain", "--untracked-files=no", "--", "Sources"])
                 .split(separator: "\n").map { String($0.dropFirst(3)) },
-            relayBinary: binaries + "/lead-relay", apiRelayBinary: apiRelayBinary, machine: .current(), repeats: repeats, quick: quick, totalSeconds: (ContinuousClock.now - began).seconds,
+            relayBinary: binaries + "/lead-relay", apiRelayBinary: apiRelayBinary, machine: .current(),
+            repeats: repeats, quick: quick, totalSeconds: (ContinuousClock.now - began).seconds,
             figures: book.figures, errors: errors)
         do {
             let encoder = JSONEncoder()

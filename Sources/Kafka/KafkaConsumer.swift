@@ -5,7 +5,9 @@ import NIOCore
 import Synchronization
 
 public enum KafkaConsumerEvent: Sendable {
-    case record(KafkaConsumerRecord)
+    /// Records in poll order, as many as one poll found ready (at most the consumer's batch size): a reader
+    /// that works per batch (one store lookup, one commit) pays its fixed costs once for all of them.
+    case records([KafkaConsumerRecord])
     case partitionsAssigned([TopicPartition])
     /// Delivered before librdkafka releases the partitions: the poll thread waits until
     /// `revocation.acknowledge()` is called (or the consumer's revocation timeout passes), so the reader can
@@ -64,8 +66,8 @@ public final class KafkaConsumer: Sendable {
 
     /// Group consumer with `partition.assignment.strategy=cooperative-sticky`, `enable.auto.commit=false`,
     /// `enable.auto.offset.store=false` and `auto.offset.reset=earliest`; `configuration.properties` are
-    /// applied on top. `bufferCapacity` bounds the events buffered ahead of the reader; `revocationTimeout`
-    /// bounds how long a revocation waits for its acknowledgement.
+    /// applied on top. `bufferCapacity` bounds the records buffered ahead of the reader, in batches of up to
+    /// half of it (at most 500); `revocationTimeout` bounds how long a revocation waits for its acknowledgement.
     public init(
         configuration: KafkaConfiguration,
         groupID: String,
@@ -81,7 +83,9 @@ public final class KafkaConsumer: Sendable {
             "auto.offset.reset": "earliest",
         ])
         let flow = ConsumerFlowControl()
-        let highWatermark = max(bufferCapacity, 2)
+        let maxBatch = max(1, min(bufferCapacity / 2, 500))
+        // The sequence counts events, and each event holds up to `maxBatch` records.
+        let highWatermark = max(bufferCapacity / maxBatch, 2)
         let sequence = KafkaConsumerEvents.Producer.makeSequence(
             backPressureStrategy: .init(lowWatermark: highWatermark / 2, highWatermark: highWatermark),
             finishOnDeinit: false,
@@ -91,7 +95,7 @@ public final class KafkaConsumer: Sendable {
             flow: flow,
             source: sequence.source,
             revocationTimeout: revocationTimeout,
-            maxBatch: min(highWatermark, 500),
+            maxBatch: maxBatch,
             logger: logger
         )
         let client = try RDKafkaClient(
@@ -278,7 +282,8 @@ final class ConsumerFlowControl: @unchecked Sendable {
 }
 
 /// Runs on the consumer's own thread: polls librdkafka, batches records into the events sequence and answers
-/// rebalances. `pending` is touched only by that thread (rebalance callbacks run inside its poll calls).
+/// rebalances. `pending` and `pendingRecords` are touched only by that thread (rebalance callbacks run inside
+/// its poll calls).
 final class ConsumerPollLoop: RebalanceHandling, @unchecked Sendable {
     struct Membership {
         var assignment: Set<TopicPartition> = []
@@ -298,6 +303,8 @@ final class ConsumerPollLoop: RebalanceHandling, @unchecked Sendable {
     private let maxBatch: Int
     private let logger: Logger
     private var pending: [KafkaConsumerEvent] = []
+    /// Records of the poll in progress, not yet wrapped into an event.
+    private var pendingRecords: [KafkaConsumerRecord] = []
     private var isClosing = false
     /// Set while the poll thread runs; rebalance callbacks happen only inside its poll and close calls.
     private var client: RDKafkaClient?
@@ -314,7 +321,7 @@ final class ConsumerPollLoop: RebalanceHandling, @unchecked Sendable {
         self.revocationTimeout = revocationTimeout
         self.maxBatch = maxBatch
         self.logger = logger
-        pending.reserveCapacity(maxBatch)
+        pendingRecords.reserveCapacity(maxBatch)
     }
 
     /// The thread keeps the client alive until the consumer has left its group.
@@ -382,7 +389,7 @@ final class ConsumerPollLoop: RebalanceHandling, @unchecked Sendable {
     /// One wakeup: waits briefly for a first message, then takes what is already queued, up to `maxBatch`.
     private func pollBatch(client: RDKafkaClient) {
         var timeout: Int32 = 100
-        while pending.count < maxBatch, let message = client.consumerPoll(timeoutMilliseconds: timeout) {
+        while pendingRecords.count < maxBatch, let message = client.consumerPoll(timeoutMilliseconds: timeout) {
             timeout = 0
             take(message, client: client)
         }
@@ -398,10 +405,24 @@ final class ConsumerPollLoop: RebalanceHandling, @unchecked Sendable {
             }
             return
         }
-        pending.append(.record(client.record(from: message)))
+        pendingRecords.append(client.record(from: message))
+    }
+
+    /// Queues an event behind the records taken so far, so the reader sees everything in poll order.
+    private func enqueue(_ event: KafkaConsumerEvent) {
+        closeRecordBatch()
+        pending.append(event)
+    }
+
+    private func closeRecordBatch() {
+        guard !pendingRecords.isEmpty else { return }
+        pending.append(.records(pendingRecords))
+        pendingRecords = []
+        pendingRecords.reserveCapacity(maxBatch)
     }
 
     private func flushPending() {
+        closeRecordBatch()
         guard !pending.isEmpty else { return }
         defer { pending.removeAll(keepingCapacity: true) }
         if flow.isReaderGone { return }
@@ -434,7 +455,7 @@ final class ConsumerPollLoop: RebalanceHandling, @unchecked Sendable {
             }
             logger.info("Kafka partitions assigned", metadata: ["partitions": "\(partitions)"])
             if !partitions.isEmpty {
-                pending.append(.partitionsAssigned(partitions))
+                enqueue(.partitionsAssigned(partitions))
             }
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
             logger.info(
@@ -461,7 +482,7 @@ final class ConsumerPollLoop: RebalanceHandling, @unchecked Sendable {
     private func handOver(_ partitions: [TopicPartition]) {
         let acknowledgedUpFront = isClosing || flow.isReaderGone
         let revocation = PartitionRevocation(flow: flow, acknowledged: acknowledgedUpFront)
-        pending.append(.partitionsRevoked(partitions, revocation))
+        enqueue(.partitionsRevoked(partitions, revocation))
         flushPending()
         guard !acknowledgedUpFront else { return }
         let deadline = Date(timeIntervalSinceNow: revocationTimeout.timeInterval)

@@ -39,26 +39,41 @@ public final class KafkaProducer: Sendable {
         value: [UInt8]?,
         headers: [KafkaHeader] = []
     ) async throws -> KafkaDeliveryReport {
-        sendsInProgress.add(1, ordering: .acquiring)
-        return try await withCheckedThrowingContinuation { continuation in
-            defer { sendsInProgress.subtract(1, ordering: .releasing) }
-            guard !isClosed.load(ordering: .acquiring) else {
-                continuation.resume(throwing: KafkaError.state("producer is closed"))
-                return
-            }
+        try await withCheckedThrowingContinuation { continuation in
             do {
-                try client.produce(
-                    topic: topic,
-                    partition: partition,
-                    key: key,
-                    value: value,
-                    headers: headers,
-                    delivery: PendingDelivery(topic: topic, continuation: continuation)
-                )
+                try enqueue(topic: topic, partition: partition, key: key, value: value, headers: headers) {
+                    continuation.resume(with: $0)
+                }
             } catch {
                 continuation.resume(throwing: error)
             }
         }
+    }
+
+    /// Enqueues without waiting: `onDelivery` gets the broker's answer, unless this throws (the local queue is
+    /// full, the producer closed, the arguments are invalid). It runs on the producer's poll thread, where every
+    /// other report waits for it, so it must be short and must not block.
+    public func enqueue(
+        topic: String,
+        partition: Int32? = nil,
+        key: [UInt8]?,
+        value: [UInt8]?,
+        headers: [KafkaHeader] = [],
+        onDelivery: @escaping @Sendable (Result<KafkaDeliveryReport, KafkaError>) -> Void
+    ) throws {
+        sendsInProgress.add(1, ordering: .acquiring)
+        defer { sendsInProgress.subtract(1, ordering: .releasing) }
+        guard !isClosed.load(ordering: .acquiring) else {
+            throw KafkaError.state("producer is closed")
+        }
+        try client.produce(
+            topic: topic,
+            partition: partition,
+            key: key,
+            value: value,
+            headers: headers,
+            delivery: PendingDelivery(topic: topic, report: onDelivery)
+        )
     }
 
     /// Waits until every enqueued record has its delivery report, on a thread outside the cooperative pool.

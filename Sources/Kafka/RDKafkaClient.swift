@@ -285,29 +285,28 @@ private func rdKafkaDeliveryCallback(
     let delivery = Unmanaged<PendingDelivery>.fromOpaque(messageOpaque).takeRetainedValue()
     let error = message.pointee.err
     if error == RD_KAFKA_RESP_ERR_NO_ERROR {
-        delivery.continuation.resume(
-            returning: KafkaDeliveryReport(
-                topic: delivery.topic,
-                partition: message.pointee.partition,
-                offset: message.pointee.offset
-            )
-        )
+        delivery.report(
+            .success(
+                KafkaDeliveryReport(
+                    topic: delivery.topic,
+                    partition: message.pointee.partition,
+                    offset: message.pointee.offset
+                )))
+    } else if error == RD_KAFKA_RESP_ERR__FATAL, let handle {
+        delivery.report(.failure(RDKafkaClient.fatalError(of: handle)))
     } else {
-        if error == RD_KAFKA_RESP_ERR__FATAL, let handle {
-            delivery.continuation.resume(throwing: RDKafkaClient.fatalError(of: handle))
-        } else {
-            delivery.continuation.resume(throwing: KafkaError(error, context: "delivery to \(delivery.topic)"))
-        }
+        delivery.report(.failure(KafkaError(error, context: "delivery to \(delivery.topic)")))
     }
 }
 
 /// One produced message waiting for its delivery report; passed to librdkafka as the message opaque.
 final class PendingDelivery {
     let topic: String
-    let continuation: CheckedContinuation<KafkaDeliveryReport, any Error>
+    /// Runs once, on the thread serving the producer's poll.
+    let report: @Sendable (Result<KafkaDeliveryReport, KafkaError>) -> Void
 
-    init(topic: String, continuation: CheckedContinuation<KafkaDeliveryReport, any Error>) {
+    init(topic: String, report: @escaping @Sendable (Result<KafkaDeliveryReport, KafkaError>) -> Void) {
         self.topic = topic
-        self.continuation = continuation
+        self.report = report
     }
 }

@@ -71,9 +71,14 @@ public final class DedupeStore: Sendable {
         var configuration = Configuration()
         configuration.label = "lead-relay.dedupe"
         configuration.busyMode = .timeout(10)
+        // Reads come from the batch lookup and the records waiting for the API: two readers serve them.
+        configuration.maximumReaderCount = 2
         configuration.prepareDatabase { db in
             // WAL with NORMAL keeps every commit across a process crash; only a power cut may lose the last ones.
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // Lookups hit random keys, so a big page cache buys little; the kernel's file cache serves the misses
+            // without counting against the relay's resident memory (SQLite's default is 2 MiB per connection).
+            try db.execute(sql: "PRAGMA cache_size = -512")
         }
         pool = try DatabasePool(path: path, configuration: configuration)
         self.ttl = Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18
@@ -108,23 +113,37 @@ public final class DedupeStore: Sendable {
 
     /// The submission of `key` within the TTL before `now`, if any.
     public func submission(forKey key: String, now: Date = Date()) throws -> SubmittedLead? {
+        try submissions(forKeys: CollectionOfOne(key), now: now)[key]
+    }
+
+    /// The submissions within the TTL before `now` of those of `keys` that have one, in one read: a batch of
+    /// records pays for one trip to the reader's queue instead of one each.
+    public func submissions(forKeys keys: some Sequence<String>, now: Date = Date()) throws -> [String: SubmittedLead] {
         let cutoff = now.timeIntervalSince1970 - ttl
-        // A single SELECT needs no transaction around it: unsafeRead saves the BEGIN/COMMIT round of `read`.
+        // Plain SELECTs need no transaction around them: unsafeRead saves the BEGIN/COMMIT round of `read`.
         return try pool.unsafeRead { db in
             let statement = try db.cachedStatement(sql: Self.lookupSQL)
-            guard let row = try Row.fetchOne(statement, arguments: [key, cutoff]) else { return nil }
-            let inputTopic: String? = row[6]
-            let inputPartition: Int32? = row[7]
-            let inputOffset: Int64? = row[8]
-            return SubmittedLead(
-                dedupeKey: key, requestId: row[0], title: row[1],
-                submittedAt: Date(timeIntervalSince1970: row[2]), httpStatus: row[3], attempts: row[4],
-                firstAttemptAt: Date(timeIntervalSince1970: row[5]),
-                inputRecord: inputTopic.flatMap { topic in
-                    guard let inputPartition, let inputOffset else { return nil }
-                    return RecordPosition(topic: topic, partition: inputPartition, offset: inputOffset)
-                })
+            var found: [String: SubmittedLead] = [:]
+            for key in keys {
+                guard let row = try Row.fetchOne(statement, arguments: [key, cutoff]) else { continue }
+                found[key] = Self.submission(key: key, row: row)
+            }
+            return found
         }
+    }
+
+    private static func submission(key: String, row: Row) -> SubmittedLead {
+        let inputTopic: String? = row[6]
+        let inputPartition: Int32? = row[7]
+        let inputOffset: Int64? = row[8]
+        return SubmittedLead(
+            dedupeKey: key, requestId: row[0], title: row[1],
+            submittedAt: Date(timeIntervalSince1970: row[2]), httpStatus: row[3], attempts: row[4],
+            firstAttemptAt: Date(timeIntervalSince1970: row[5]),
+            inputRecord: inputTopic.flatMap { topic in
+                guard let inputPartition, let inputOffset else { return nil }
+                return RecordPosition(topic: topic, partition: inputPartition, offset: inputOffset)
+            })
     }
 
     /// Remembers `lead`, replacing an older (expired) submission of the same key.

@@ -17,6 +17,8 @@ public final class OffsetTracker: Sendable {
         /// The offset after the last completed record of the committable prefix, once one exists.
         var committable: Int64?
         var committed: Int64?
+        /// Records from this offset on were abandoned (shutdown or revocation): they never complete.
+        var abandonedFrom: Int64?
 
         mutating func begin(_ offset: Int64) {
             if let last = offsets.last, head < offsets.count, offset <= last {
@@ -31,6 +33,7 @@ public final class OffsetTracker: Sendable {
         }
 
         mutating func complete(_ offset: Int64) {
+            if let abandonedFrom, offset >= abandonedFrom { return }
             guard let index = index(of: offset), !done[index] else { return }
             done[index] = true
             inFlight -= 1
@@ -47,6 +50,22 @@ public final class OffsetTracker: Sendable {
                 done.removeFirst(head)
                 head = 0
             }
+        }
+
+        /// See `OffsetTracker.abandonTail`.
+        mutating func abandonTail(_ abandon: (Int64) -> Bool) -> Int {
+            var abandoned = 0
+            var index = offsets.count - 1
+            if let abandonedFrom {
+                while index >= head, offsets[index] >= abandonedFrom { index -= 1 }
+            }
+            while index >= head, !done[index], abandon(offsets[index]) {
+                abandonedFrom = offsets[index]
+                inFlight -= 1
+                abandoned += 1
+                index -= 1
+            }
+            return abandoned
         }
 
         private func index(of offset: Int64) -> Int? {
@@ -104,6 +123,20 @@ public final class OffsetTracker: Sendable {
         partitions.withLock { states in
             for partition in revoked { states[partition] = nil }
         }
+    }
+
+    /// Offers the partition's unfinished records to `abandon`, newest first, and stops at the first that is done or
+    /// that `abandon` keeps (returns false for). The abandoned records no longer count as in flight, and the
+    /// commit point stays below them, so they are delivered again. Abandoning only a tail leaves no finished record
+    /// above an abandoned one, so the next run publishes no outcome twice. Returns how many were abandoned.
+    @discardableResult
+    public func abandonTail(of partition: TopicPartition, _ abandon: (Int64) -> Bool) -> Int {
+        partitions.withLock { $0[partition]?.abandonTail(abandon) ?? 0 }
+    }
+
+    /// The partitions with records begun and not yet passed by the commit point.
+    public var partitionsWithRecords: [TopicPartition] {
+        partitions.withLock { states in states.filter { $0.value.head < $0.value.offsets.count }.map(\.key) }
     }
 
     public func inFlightCount(_ partition: TopicPartition) -> Int {

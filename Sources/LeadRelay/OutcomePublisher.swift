@@ -3,8 +3,8 @@ import Kafka
 import Logging
 
 /// Publishes each record's outcome: a result record, or the input record byte for byte with the
-/// dead-letter headers. It returns only once the broker acknowledged the write, because the
-/// record's offset may be committed only then.
+/// dead-letter headers. Either way completes only once the broker acknowledged the write, because the
+/// record's offset may be committed only then; a failed write is retried with back-off until it succeeds.
 struct OutcomePublisher: Sendable {
     let producer: KafkaProducer
     let resultsTopic: String
@@ -16,27 +16,66 @@ struct OutcomePublisher: Sendable {
 
     func publish(_ outcome: RecordOutcome, of record: KafkaConsumerRecord, completedAt: Date) async {
         let message = self.message(for: outcome, of: record, completedAt: completedAt)
-        var attempt = 0
+        await sendRetrying(message, of: record, failedAttempts: 0)
+    }
+
+    /// Enqueues without waiting; `acknowledged` runs once the broker has the record: on the producer's poll
+    /// thread, or in a task of its own when the first attempt failed and had to be retried.
+    func publish(
+        _ outcome: RecordOutcome, of record: KafkaConsumerRecord, completedAt: Date,
+        acknowledged: @escaping @Sendable () -> Void
+    ) {
+        let message = self.message(for: outcome, of: record, completedAt: completedAt)
+        let retryInTask: @Sendable (any Error) -> Void = { error in
+            logFailure(error, message, of: record, attempt: 1)
+            Task {
+                await sendRetrying(message, of: record, failedAttempts: 1)
+                acknowledged()
+            }
+        }
+        do {
+            try producer.enqueue(
+                topic: message.topic, key: message.key, value: message.value, headers: message.headers
+            ) { result in
+                switch result {
+                case .success: acknowledged()
+                case .failure(let error): retryInTask(error)
+                }
+            }
+        } catch {
+            retryInTask(error)
+        }
+    }
+
+    private func sendRetrying(_ message: OutgoingMessage, of record: KafkaConsumerRecord, failedAttempts: Int) async {
+        var attempt = failedAttempts
         while true {
+            if attempt > 0 {
+                try? await Task.sleep(for: min(Self.retryCap, Self.retryBase * (1 << min(attempt, 6))))
+            }
             do {
                 _ = try await producer.send(
                     topic: message.topic, key: message.key, value: message.value, headers: message.headers)
                 return
             } catch {
                 attempt += 1
-                logger.warning(
-                    "publishing an outcome failed; retrying",
-                    metadata: [
-                        "topic": "\(message.topic)", "input.partition": "\(record.partition)",
-                        "input.offset": "\(record.offset)", "attempt": "\(attempt)", "error": "\(error)",
-                    ])
-                let backoff = min(Self.retryCap, Self.retryBase * (1 << min(attempt, 6)))
-                try? await Task.sleep(for: backoff)
+                logFailure(error, message, of: record, attempt: attempt)
             }
         }
     }
 
-    private struct OutgoingMessage {
+    private func logFailure(
+        _ error: any Error, _ message: OutgoingMessage, of record: KafkaConsumerRecord, attempt: Int
+    ) {
+        logger.warning(
+            "publishing an outcome failed; retrying",
+            metadata: [
+                "topic": "\(message.topic)", "input.partition": "\(record.partition)",
+                "input.offset": "\(record.offset)", "attempt": "\(attempt)", "error": "\(error)",
+            ])
+    }
+
+    private struct OutgoingMessage: Sendable {
         var topic: String
         var key: [UInt8]?
         var value: [UInt8]?

@@ -1,4 +1,5 @@
 import Foundation
+import LeadEvents
 
 /// What became of one input record: exactly one of these is published for every record.
 enum RecordOutcome: Sendable {
@@ -50,4 +51,19 @@ struct DeadLetter: Sendable {
     var detailsJSON: String
     var httpStatus: Int?
     var attempts: Int
+}
+
+extension DeadLetter {
+    /// A record the decoder refused: schema violations fail validation, everything else fails decoding.
+    init(_ rejection: LeadEventRejection) {
+        let (stage, reason): (Stage, Reason) =
+            switch rejection.reason {
+            case .malformed: (.decode, .malformed)
+            case .unsupportedType: (.decode, .unsupportedType)
+            case .schemaViolation: (.validate, .schemaViolation)
+            }
+        self.init(
+            stage: stage, reason: reason, message: rejection.message, detailsJSON: rejection.detailsJSON,
+            httpStatus: nil, attempts: 0)
+    }
 }

@@ -4,7 +4,11 @@ import LeadEvents
 import Logging
 import SeekerLeads
 
-/// Takes one consumed record to its outcome: decode, validate, dedupe, submit, publish.
+/// Takes consumed records to their outcomes: decode, validate, dedupe, submit, publish.
+///
+/// A batch is first routed: records that need no API call (invalid ones, and duplicates of submissions in the
+/// store) get their outcome at once, from one store read for the whole batch, and are published without a task of
+/// their own. The rest go one by one through `submitAndPublish`, which looks the key up again while holding it.
 struct RecordProcessor: Sendable {
     let decoder: LeadEventDecoder
     let dedupeStore: DedupeStore
@@ -18,33 +22,76 @@ struct RecordProcessor: Sendable {
     let retryDeadline: Duration?
     let logger: Logger
 
-    /// Returns false only when the task was cancelled before the record had an outcome: the record
-    /// then stays uncommitted and is delivered again.
-    func process(_ record: KafkaConsumerRecord) async -> Bool {
-        metrics.recordConsumed()
-        let outcome: RecordOutcome
-        switch decoder.decode(key: record.key, value: record.value, headers: record.headers.map { ($0.key, $0.value) })
-        {
-        case .failure(let rejection):
-            outcome = .deadLetter(
-                DeadLetter(
-                    stage: rejection.stage == "validate" ? .validate : .decode,
-                    reason: DeadLetter.Reason(rawValue: rejection.reason.rawValue) ?? .malformed,
-                    message: rejection.message, detailsJSON: rejection.detailsJSON, httpStatus: nil, attempts: 0))
-        case .success(let event):
-            let position = RecordPosition(topic: record.topic, partition: record.partition, offset: record.offset)
-            let resolved = await exclusivity.withExclusiveAccess(to: event.dedupeKey) {
-                await resolve(event, at: position)
+    enum Route: Sendable {
+        /// The outcome is known without calling the API.
+        case known(RecordOutcome)
+        /// A valid lead not found in the dedupe store.
+        case submission(LeadEvent)
+    }
+
+    /// Routes each record of `records`, in order.
+    func route(_ records: [KafkaConsumerRecord]) -> [Route] {
+        metrics.recordConsumed(count: records.count)
+        var routes: [Route] = []
+        routes.reserveCapacity(records.count)
+        var keys: Set<String> = []
+        for record in records {
+            switch decoder.decode(
+                key: record.key, value: record.value, headers: record.headers.map { ($0.key, $0.value) })
+            {
+            case .failure(let rejection):
+                routes.append(.known(.deadLetter(DeadLetter(rejection))))
+            case .success(let event):
+                keys.insert(event.dedupeKey)
+                routes.append(.submission(event))
             }
-            guard let resolved else { return false }
-            outcome = resolved
         }
-        let completedAt = Date()
-        await publisher.publish(outcome, of: record, completedAt: completedAt)
+        guard !keys.isEmpty else { return routes }
+        let known: [String: SubmittedLead]
+        do {
+            known = try dedupeStore.submissions(forKeys: keys)
+        } catch {
+            // Every valid record takes the per-record path, which waits for the store.
+            logger.warning("dedupe store batch lookup failed", metadata: ["error": "\(error)"])
+            return routes
+        }
+        for (index, record) in records.enumerated() {
+            guard case .submission(let event) = routes[index], let earlier = known[event.dedupeKey] else { continue }
+            routes[index] = .known(Self.outcome(of: event, at: record.position, earlier: earlier))
+        }
+        return routes
+    }
+
+    /// Publishes a known outcome without waiting; `acknowledged` runs once the broker has it, after the
+    /// outcome's metrics.
+    func publish(_ outcome: RecordOutcome, of record: KafkaConsumerRecord, acknowledged: @escaping @Sendable () -> Void)
+    {
+        publisher.publish(outcome, of: record, completedAt: Date()) {
+            finished(outcome, of: record)
+            acknowledged()
+        }
+    }
+
+    /// Takes a valid lead to its outcome with its dedupe key held, then publishes it. Returns false when the lead
+    /// was abandoned (through `commitment`, with its task cancelled) before the record had an outcome: the record
+    /// then stays uncommitted and is delivered again.
+    func submitAndPublish(_ event: LeadEvent, of record: KafkaConsumerRecord, commitment: LeadCommitment) async -> Bool
+    {
+        let position = record.position
+        let resolved = await exclusivity.withExclusiveAccess(to: event.dedupeKey) {
+            await resolve(event, at: position, commitment: commitment)
+        }
+        guard let outcome = resolved else { return false }
+        await publisher.publish(outcome, of: record, completedAt: Date())
+        finished(outcome, of: record)
+        return true
+    }
+
+    /// Counts the outcome once the broker acknowledged it: the end-to-end time runs to that moment.
+    private func finished(_ outcome: RecordOutcome, of record: KafkaConsumerRecord) {
         let counted = outcome.metricsOutcome
         metrics.recordOutcome(
-            counted, deadLetterReason: outcome.deadLetterReason, recordTimestamp: record.timestamp,
-            completedAt: completedAt)
+            counted, deadLetterReason: outcome.deadLetterReason, recordTimestamp: record.timestamp)
         tally.add(counted)
         if case .deadLetter(let deadLetter) = outcome {
             logger.info(
@@ -54,18 +101,26 @@ struct RecordProcessor: Sendable {
                     "topic": "\(record.topic)", "partition": "\(record.partition)", "offset": "\(record.offset)",
                 ])
         }
-        return true
+    }
+
+    /// What an earlier submission of the event's key makes of it.
+    private static func outcome(of event: LeadEvent, at position: RecordPosition, earlier: SubmittedLead)
+        -> RecordOutcome
+    {
+        let identity = LeadIdentity(event)
+        // This very record, submitted before a crash that came ahead of its result: that submission is its
+        // outcome, not a duplicate of it.
+        if earlier.inputRecord == position { return .submitted(earlier, identity) }
+        return .duplicate(earlier, identity)
     }
 
     /// Runs with the dedupe key held, so that no other record with this key is between lookup and record.
-    private func resolve(_ event: LeadEvent, at position: RecordPosition) async -> RecordOutcome? {
-        let identity = LeadIdentity(
-            eventID: event.id, eventSource: event.source, classifiedID: event.request.classifiedId)
+    private func resolve(_ event: LeadEvent, at position: RecordPosition, commitment: LeadCommitment) async
+        -> RecordOutcome?
+    {
         if let earlier = await retryingStoreAccess({ try dedupeStore.submission(forKey: event.dedupeKey) }) {
-            // This very record, submitted before a crash that came ahead of its result: that submission
-            // is its outcome, not a duplicate of it.
-            if earlier.inputRecord == position { return .submitted(earlier, identity) }
-            return .duplicate(earlier, identity)
+            guard commitment.commit() else { return nil }
+            return Self.outcome(of: event, at: position, earlier: earlier)
         }
         let body = event.request.canonicalJSON()
         let firstAttemptAt = Date()
@@ -77,7 +132,13 @@ struct RecordProcessor: Sendable {
             do {
                 result = try await client.submitLeadRetrying(
                     requestBody: body, traceparent: event.traceparent, deadline: deadline,
-                    beforeAttempt: { try await gate.waitForPermission() },
+                    beforeAttempt: {
+                        try await gate.waitForPermission()
+                        guard commitment.commit() else {
+                            gate.withdraw()
+                            throw CancellationError()
+                        }
+                    },
                     afterAttempt: { gate.observe($0) })
             } catch {
                 return nil
@@ -89,7 +150,7 @@ struct RecordProcessor: Sendable {
                     dedupeKey: event.dedupeKey, requestId: requestId, title: title, submittedAt: Date(),
                     httpStatus: httpStatus, attempts: attempts, firstAttemptAt: firstAttemptAt, inputRecord: position)
                 _ = await retryingStoreAccess { try dedupeStore.recordSubmitted(lead) }
-                return .submitted(lead, identity)
+                return .submitted(lead, LeadIdentity(event))
             case .rejected(let httpStatus, _, _, let detailsJSON):
                 return .deadLetter(
                     DeadLetter(
@@ -125,5 +186,15 @@ struct RecordProcessor: Sendable {
                 delay = min(delay * 2, .seconds(5))
             }
         }
+    }
+}
+
+extension KafkaConsumerRecord {
+    var position: RecordPosition { RecordPosition(topic: topic, partition: partition, offset: offset) }
+}
+
+extension LeadIdentity {
+    init(_ event: LeadEvent) {
+        self.init(eventID: event.id, eventSource: event.source, classifiedID: event.request.classifiedId)
     }
 }

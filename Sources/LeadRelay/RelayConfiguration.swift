@@ -97,7 +97,7 @@ public struct RelayConfiguration: Sendable {
             retryDeadline: retryDeadlineSeconds == 0 ? nil : .seconds(retryDeadlineSeconds),
             circuitThreshold: try reader.integer("LEAD_RELAY_CIRCUIT_THRESHOLD", default: 5, in: 1...1_000_000),
             maxPendingRecords: try reader.integer(
-                "LEAD_RELAY_MAX_PENDING_RECORDS", default: 2000, in: 1...10_000_000),
+                "LEAD_RELAY_MAX_PENDING_RECORDS", default: 500, in: 1...10_000_000),
             httpHost: try reader.host("LEAD_RELAY_HTTP_HOST", default: "0.0.0.0"),
             httpPort: try reader.integer("LEAD_RELAY_HTTP_PORT", default: 8080, in: 0...65_535),
             dedupeDatabasePath: try reader.nonEmptyLine("LEAD_RELAY_DEDUPE_DB", default: "lead-relay.sqlite"),

@@ -63,8 +63,8 @@ public final class RelayMetrics: Sendable {
         return counter
     }
 
-    public func recordConsumed() {
-        recordsConsumed.increment()
+    public func recordConsumed(count: Int = 1) {
+        recordsConsumed.increment(by: count)
     }
 
     /// One record reached `outcome`; `recordTimestamp` (the Kafka record's) starts the end-to-end time.

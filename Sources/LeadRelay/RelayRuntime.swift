@@ -15,14 +15,21 @@ public final class RelayRuntime: Sendable {
     private let client: SeekerLeadsClient
 
     /// librdkafka prefetches up to 64 MiB per consumer by default; the relay holds at most
-    /// `LEAD_RELAY_MAX_PENDING_RECORDS` records anyway, so a few MiB of prefetch keep it fed. A broker
-    /// that holds an empty fetch for the full default 500 ms (librdkafka's mock cluster does) would add
-    /// that to every lead's end-to-end time at a low rate; a real broker answers as soon as data arrives.
+    /// `LEAD_RELAY_MAX_PENDING_RECORDS` records anyway, so a few MiB of prefetch keep it fed. (librdkafka
+    /// 2.0 parks a fetcher for up to a second once its queue passes that cap, which bounds the no-API rate;
+    /// KAFKA_QUEUED_MAX_MESSAGES_KBYTES trades memory for it.) A broker that holds an empty fetch for the
+    /// full default 500 ms (librdkafka's mock cluster does) adds that to every lead's end-to-end time at a
+    /// low rate; a real broker answers as soon as data arrives, so 10 ms only bounds how often an idle
+    /// consumer asks.
     static let consumerDefaults = [
         "queued.max.messages.kbytes": "4096",
         "fetch.max.bytes": "4194304",
-        "fetch.wait.max.ms": "25",
+        "fetch.wait.max.ms": "10",
     ]
+
+    /// Each outcome waits for its acknowledgement before its offset may be committed, so librdkafka's default
+    /// 5 ms of lingering would add to every lead's end-to-end time; 1 ms still batches a backlog's outcomes.
+    static let producerDefaults = ["linger.ms": "1"]
 
     /// Services in start order; a service group stops them in reverse, so the relay drains first
     /// and the health and metrics endpoint stays up longest.
@@ -38,7 +45,9 @@ public final class RelayRuntime: Sendable {
         let consumer = try KafkaConsumer(
             configuration: consumerConfiguration, groupID: configuration.groupID, logger: logger,
             bufferCapacity: min(1000, configuration.maxPendingRecords))
-        let producer = try KafkaProducer(configuration: kafka, logger: logger)
+        var producerConfiguration = kafka
+        producerConfiguration.properties.merge(Self.producerDefaults) { configured, _ in configured }
+        let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger)
         let client = try SeekerLeadsClient(
             configuration: SeekerLeadsClientConfiguration(configuration), logger: logger)
         let dedupeStore = try DedupeStore(path: configuration.dedupeDatabasePath, ttl: configuration.dedupeTTL)

@@ -1,8 +1,10 @@
 import Foundation
 import Kafka
+import LeadEvents
 import Logging
 import SeekerLeads
 import ServiceLifecycle
+import Synchronization
 
 /// The relay as a service: consumes the input topic, takes every record to its outcome
 /// concurrently, and commits each partition up to the first record whose outcome is not yet
@@ -35,6 +37,13 @@ public final class RelayService: Service, Sendable {
     private let metrics: RelayMetrics
     private let offsets = OffsetTracker()
     private let pending: AsyncSlots
+    /// The records on the submission path, while their task runs: what a shutdown or revocation may abandon.
+    private let submissions = Mutex<[TopicPartition: [Int64: Submission]]>([:])
+
+    private struct Submission: Sendable {
+        var commitment: LeadCommitment
+        var task: Task<Void, Never>
+    }
     private let logger: Logger
 
     init(
@@ -72,15 +81,8 @@ public final class RelayService: Service, Sendable {
     private func consume() async {
         for await event in consumer.events {
             switch event {
-            case .record(let record):
-                await pending.acquire()
-                offsets.begin(record.topicPartition, offset: record.offset)
-                Task {
-                    if await processor.process(record) {
-                        offsets.complete(record.topicPartition, offset: record.offset)
-                    }
-                    pending.release()
-                }
+            case .records(let records):
+                await take(records)
             case .partitionsAssigned(let partitions):
                 logger.info("partitions assigned", metadata: ["partitions": "\(partitions)"])
                 if gates.isHoldingSubmissions { pause(partitions) }
@@ -91,10 +93,76 @@ public final class RelayService: Service, Sendable {
         }
     }
 
+    /// Holds each record (waiting while `maxPendingRecords` are held) and starts it on its route. A record
+    /// that needs the API gets a task of its own; the others complete in the producer's delivery report.
+    private func take(_ records: [KafkaConsumerRecord]) async {
+        for (record, route) in zip(records, processor.route(records)) {
+            // Cancelled (shutting down): the records not begun stay uncommitted and are delivered again.
+            guard !Task.isCancelled else { return }
+            await pending.acquire()
+            offsets.begin(record.topicPartition, offset: record.offset)
+            switch route {
+            case .known(let outcome):
+                processor.publish(outcome, of: record) { self.finish(record) }
+            case .submission(let event):
+                startSubmission(event, of: record)
+            }
+        }
+    }
+
+    private func startSubmission(_ event: LeadEvent, of record: KafkaConsumerRecord) {
+        let commitment = LeadCommitment()
+        let partition = record.topicPartition
+        // Holding the lock while the task starts keeps its removal below (which needs the lock) after its entry.
+        submissions.withLock { entries in
+            let task = Task {
+                if await processor.submitAndPublish(event, of: record, commitment: commitment) {
+                    finish(record)
+                } else {
+                    pending.release()
+                }
+                submissions.withLock { entries in
+                    // A re-delivered record (the partition came back) may have taken this offset's entry meanwhile.
+                    if entries[partition]?[record.offset]?.commitment === commitment {
+                        entries[partition]?[record.offset] = nil
+                    }
+                }
+            }
+            entries[partition, default: [:]][record.offset] = Submission(commitment: commitment, task: task)
+        }
+    }
+
+    /// Abandons, per partition, the tail of records whose leads have not been sent: the API's budget would
+    /// otherwise keep a shutdown or a revocation waiting for leads it has not started. Records below the tail, and
+    /// leads already sent, still finish.
+    private func abandonUnsentTail(of partitions: [TopicPartition]) {
+        var abandoned = 0
+        for partition in partitions {
+            abandoned += offsets.abandonTail(of: partition) { offset in
+                submissions.withLock { entries in
+                    guard let submission = entries[partition]?[offset], submission.commitment.abandon() else {
+                        return false
+                    }
+                    submission.task.cancel()
+                    return true
+                }
+            }
+        }
+        if abandoned > 0 {
+            logger.info("leads not yet sent are left for the next run", metadata: ["count": "\(abandoned)"])
+        }
+    }
+
+    private func finish(_ record: KafkaConsumerRecord) {
+        offsets.complete(record.topicPartition, offset: record.offset)
+        pending.release()
+    }
+
     /// Gives the revoked partitions' records up to the shutdown timeout to finish, commits what is
     /// done, and forgets them; what did not finish is delivered again to the next owner.
     private func finishRevoked(_ partitions: [TopicPartition]) async {
         logger.info("partitions revoked; finishing their records", metadata: ["partitions": "\(partitions)"])
+        abandonUnsentTail(of: partitions)
         let deadline = ContinuousClock.now + settings.shutdownTimeout
         while partitions.contains(where: { offsets.inFlightCount($0) > 0 }), ContinuousClock.now < deadline,
             !Task.isCancelled
@@ -112,6 +180,7 @@ public final class RelayService: Service, Sendable {
 
     private func stop() async {
         logger.info("relay stopping; finishing records in flight", metadata: ["pending": "\(pending.count)"])
+        abandonUnsentTail(of: offsets.partitionsWithRecords)
         let drained = await pending.waitUntilEmpty(timeout: settings.shutdownTimeout)
         if !drained {
             logger.warning(

@@ -89,6 +89,14 @@ final class SubmissionGates: Sendable {
             permissions.withLock { $0 = (credentialsPermission, circuitPermission) }
         }
 
+        /// Gives a permission back unused (the lead was abandoned after it was let through).
+        func withdraw() {
+            defer { gates.attemptSlots.release() }
+            let (credentialsPermission, circuitPermission) = permissions.withLock { $0 }
+            if credentialsPermission == .probe { gates.credentials.probeAbandoned() }
+            if circuitPermission == .probe { gates.circuit.probeAbandoned() }
+        }
+
         func observe(_ outcome: SubmissionAttemptOutcome) {
             defer { gates.attemptSlots.release() }
             let (credentialsPermission, circuitPermission) = permissions.withLock { $0 }

@@ -2,7 +2,8 @@ import Metrics
 import Synchronization
 
 /// The API's budget shared by every caller in the process: at most `maxInFlight` requests
-/// outstanding and at most `rateLimit` starts in any sliding window of `window + margin`.
+/// outstanding and at most `rateLimit` starts in any sliding window of `window + margin`, spread
+/// evenly over it.
 ///
 /// A start is the instant the request head reaches the socket, because that is (within the
 /// loopback or network delay) when the API counts it; the instant the budget decides is earlier by
@@ -46,6 +47,9 @@ public final class RateBudget: Sendable {
         var waiters: [UInt64: (waiter: Waiter, arrival: ContinuousClock.Instant)] = [:]
         var nextWaiterID: UInt64 = 0
         var timerDeadline: ContinuousClock.Instant?
+        /// The instant pacing counts the last grant at: its due instant when the timer fired up to half a step
+        /// late, so that lateness does not add up grant after grant.
+        var pacedFrom: ContinuousClock.Instant?
     }
 
     public let configuration: RateBudgetConfiguration
@@ -219,6 +223,14 @@ public final class RateBudget: Sendable {
         // It can go once the `(rateLimit - unwritten)`-th most recent write leaves the window.
         let allowedWritten = configuration.rateLimit - unwritten
         var earliest = state.heldUntil
+        // Grants are spread evenly, one per `span / rateLimit`, instead of going out in bursts: the API reads
+        // a burst one request after another, in an order that can differ from one burst to the next, and that
+        // moves the instants it counts by more than the margin covers. Pacing runs from the grants, not the
+        // writes, so the delay before each write is not added to every step; the window above still counts writes.
+        if let pacedFrom = state.pacedFrom {
+            let paced = pacedFrom.advanced(by: pacingStep)
+            earliest = max(earliest ?? paced, paced)
+        }
         let writes = state.slots.lazy.filter(\.written).map(\.startedAt)
         if writes.count >= allowedWritten {
             let bounding = writes.sorted(by: >)[allowedWritten - 1]
@@ -228,10 +240,14 @@ public final class RateBudget: Sendable {
         return earliest ?? .zeroReference
     }
 
+    private var pacingStep: Duration { (configuration.window + configuration.margin) / configuration.rateLimit }
+
     private func grant(arrivedAt arrival: ContinuousClock.Instant, now: ContinuousClock.Instant, in state: inout State)
         -> Permit
     {
         state.inFlight += 1
+        let step = pacingStep
+        state.pacedFrom = state.pacedFrom.map { max($0.advanced(by: step), now.advanced(by: step / -2)) } ?? now
         state.nextSlotID += 1
         state.slots.append(Slot(id: state.nextSlotID, startedAt: now, written: false))
         return Permit(waited: now - arrival, grantedAt: now, slotID: state.nextSlotID)

@@ -39,6 +39,7 @@ struct DemoCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        limitMallocArenas()
         RelayLogging.bootstrap(level: Logger.Level(rawValue: logLevel) ?? .warning, format: .json)
         let registry = PrometheusCollectorRegistry()
         RelayMetricsFactory.bootstrap(registry: registry)

@@ -12,6 +12,7 @@ struct RunCommand: AsyncParsableCommand {
     )
 
     func run() async throws {
+        limitMallocArenas()
         let configuration = try loadConfigurationOrExit()
         RelayLogging.bootstrap(level: configuration.logLevel, format: configuration.logFormat)
         let registry = PrometheusCollectorRegistry()

@@ -75,8 +75,8 @@ final class EventCollector: Sendable {
         let task = Task { [observed = self] in
             for await event in consumer.events {
                 switch event {
-                case .record(let record):
-                    observed.update { $0.records.append(record) }
+                case .records(let records):
+                    observed.update { $0.records.append(contentsOf: records) }
                 case .partitionsAssigned(let partitions):
                     observed.update { $0.assigned.append(partitions) }
                 case .partitionsRevoked(let partitions, let revocation):

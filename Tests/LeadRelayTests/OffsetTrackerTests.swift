@@ -23,6 +23,34 @@ import Testing
         #expect(tracker.inFlightCount(p0) == 0)
     }
 
+    @Test func abandoningTakesOnlyATailOfUnfinishedRecordsAndHoldsTheCommitBelowIt() {
+        let tracker = OffsetTracker()
+        for offset in Int64(0)..<8 { tracker.begin(p0, offset: offset) }
+        tracker.begin(p1, offset: 0)
+        tracker.complete(p0, offset: 0)
+        tracker.complete(p0, offset: 3)
+        var offered: [Int64] = []
+        let abandoned = tracker.abandonTail(of: p0) { offset in
+            offered.append(offset)
+            return offset != 5
+        }
+        #expect(abandoned == 2)
+        #expect(offered == [7, 6, 5], "offered newest first, and none after the first one kept")
+        #expect(tracker.inFlightCount(p0) == 4, "1, 2, 4 and 5 still finish")
+        #expect(tracker.inFlightCount(p1) == 1)
+        for offset: Int64 in [1, 2, 4, 5] { tracker.complete(p0, offset: offset) }
+        #expect(tracker.committable() == [p0: 6], "the abandoned 6 and 7 are delivered again")
+        #expect(tracker.abandonTail(of: p0) { _ in true } == 0, "nothing unfinished is left above a finished record")
+    }
+
+    @Test func abandoningStopsAtAFinishedNewestRecord() {
+        let tracker = OffsetTracker()
+        for offset in Int64(0)..<3 { tracker.begin(p0, offset: offset) }
+        tracker.complete(p0, offset: 2)
+        #expect(tracker.abandonTail(of: p0) { _ in true } == 0, "abandoning 0 or 1 would publish 2 twice")
+        #expect(tracker.inFlightCount(p0) == 2)
+    }
+
     @Test func onlyPartitionsThatAdvancedSinceTheLastCommit() {
         let tracker = OffsetTracker()
         tracker.begin(p0, offset: 0)
@@ -102,5 +130,21 @@ import Testing
         }
         #expect(tracker.committable() == [p0: count])
         #expect(tracker.inFlightCount(p0) == 0)
+    }
+}
+
+@Suite struct LeadCommitmentTests {
+    @Test func aCommittedLeadCannotBeAbandoned() {
+        let commitment = LeadCommitment()
+        #expect(commitment.commit())
+        #expect(commitment.commit(), "committing twice (a retry) stays committed")
+        #expect(!commitment.abandon())
+    }
+
+    @Test func anAbandonedLeadCannotBeCommitted() {
+        let commitment = LeadCommitment()
+        #expect(commitment.abandon())
+        #expect(!commitment.abandon())
+        #expect(!commitment.commit())
     }
 }

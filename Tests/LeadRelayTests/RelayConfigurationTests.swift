@@ -58,7 +58,7 @@ import Testing
         #expect(configuration.retryBase == .milliseconds(200))
         #expect(configuration.retryMax == .milliseconds(30000))
         #expect(configuration.circuitThreshold == 5)
-        #expect(configuration.maxPendingRecords == 2000)
+        #expect(configuration.maxPendingRecords == 500)
     }
 
     @Test func explicitValues() throws {

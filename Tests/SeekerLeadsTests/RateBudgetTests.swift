@@ -32,6 +32,23 @@ import Testing
         #expect(Self.startsRespectWindow(recorded, limit: 5, window: .milliseconds(50)))
     }
 
+    @Test func startsAreSpreadEvenlyOverTheWindow() async throws {
+        let budget = RateBudget(
+            configuration: .init(maxInFlight: 100, rateLimit: 5, window: .milliseconds(50), margin: .zero))
+        var starts: [ContinuousClock.Instant] = []
+        for _ in 0..<6 {
+            let permit = try await budget.acquire()
+            budget.markStarted(permit, at: permit.grantedAt)
+            starts.append(permit.grantedAt)
+            budget.release(permit)
+        }
+        // One start per 10 ms on average; a start may make up for a late timer by at most half a step.
+        for (earlier, later) in zip(starts, starts.dropFirst()) {
+            #expect(later - earlier >= .milliseconds(5), "two starts came together")
+        }
+        #expect(starts[5] - starts[0] >= .milliseconds(50))
+    }
+
     @Test func inFlightLimitHoldsUntilRelease() async throws {
         let budget = RateBudget(
             configuration: .init(maxInFlight: 2, rateLimit: 1000, window: .milliseconds(1), margin: .zero))

@@ -241,7 +241,7 @@ final class TopicTail: Sendable {
         let task = Task { [consumer, received] in
             for await event in consumer.events {
                 switch event {
-                case .record(let record): received.withLock { $0.append(record) }
+                case .records(let records): received.withLock { $0.append(contentsOf: records) }
                 case .partitionsAssigned: break
                 case .partitionsRevoked(_, let revocation): revocation.acknowledge()
                 }
@@ -304,9 +304,11 @@ func partitionsNotCommittedToEnd(
     let reader = Task {
         for await event in consumer.events {
             switch event {
-            case .record(let record):
+            case .records(let records):
                 firstOffsets.withLock { offsets in
-                    if offsets[record.partition] == nil { offsets[record.partition] = record.offset }
+                    for record in records where offsets[record.partition] == nil {
+                        offsets[record.partition] = record.offset
+                    }
                 }
             case .partitionsAssigned: break
             case .partitionsRevoked(_, let revocation): revocation.acknowledge()
