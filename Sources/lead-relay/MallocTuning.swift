@@ -5,7 +5,7 @@
 
 /// glibc gives each thread that contends for the heap an arena of its own, up to 8 per core. The relay hands
 /// records from thread to thread (Kafka poll threads, the cooperative pool, delivery reports), so several
-/// arenas fill and fragment, which cost it about 15 MiB of peak resident memory in the no-API benchmark. Two
+/// arenas fill and fragment, which cost it about 13 MiB of peak resident memory in the no-API benchmark. Two
 /// arenas keep that down at no measurable cost in throughput. Called before the service starts its threads; an
 /// operator's own `MALLOC_ARENA_MAX` wins.
 func limitMallocArenas() {
