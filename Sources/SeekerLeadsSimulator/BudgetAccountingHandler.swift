@@ -18,7 +18,9 @@ extension HTTPField.Name {
 /// Counts the API's budget on the server's event loop, at the moment the request head is read:
 /// the same physical event the client's budget counts (its head leaving the socket), with no hop
 /// onto a task pool in between. A request is in flight from its head being read to its response's
-/// end being written. The verdict travels to `APIGateMiddleware` in internal request headers, so an
+/// head being written: the API has answered it then. Counting on to the response's end part would race
+/// the client, which has a Content-Length response in full once the body is flushed, before the end
+/// part passes here, and may rightly send its next request meanwhile. The verdict travels to `APIGateMiddleware` in internal request headers, so an
 /// over-budget request is still answered 429 by the route layer.
 final class BudgetAccountingHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = PipelineRequestPart
@@ -56,7 +58,9 @@ final class BudgetAccountingHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data), !unanswered.isEmpty, unanswered.removeFirst() {
+        if case .head(let response) = unwrapOutboundIn(data), response.status.kind != .informational,
+            !unanswered.isEmpty, unanswered.removeFirst()
+        {
             state.requestEnded()
         }
         context.write(data, promise: promise)

@@ -121,7 +121,8 @@ final class SimulatorState: Sendable {
         }
     }
 
-    /// Ends a request counted by `admit(at:)`: its response's end was written or its connection closed.
+    /// Ends a request counted by `admit(at:)`: its response's head was written (the API answered) or its
+    /// connection closed.
     func requestEnded() {
         counters.withLock { $0.inFlight -= 1 }
     }

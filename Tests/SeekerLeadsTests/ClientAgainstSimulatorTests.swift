@@ -261,6 +261,38 @@ struct SimulatorFixture: Sendable {
         try await fixture.stop()
     }
 
+    /// Without this the budget tests above could pass against a simulator that never counts anything.
+    @Test func simulatorCountsAnEleventhRequestInFlightAsAViolation() async throws {
+        var faults = SimulatorFaults()
+        faults.latencyMs = 3000
+        let fixture = try await SimulatorFixture.start(faults: faults, oauth: false)
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 16
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<11 {
+                group.addTask {
+                    var request = HTTPClientRequest(url: fixture.simulator.baseURL + "/leads")
+                    request.method = .POST
+                    request.headers.add(name: "Content-Type", value: "application/json")
+                    request.headers.add(name: "Authorization", value: "Bearer test-static-token")
+                    request.headers.add(name: "User-Agent", value: "test/1")
+                    request.body = .bytes(validLeadBody(index))
+                    let response = try await http.execute(request, timeout: .seconds(60))
+                    _ = try await response.body.collect(upTo: 1 << 20)
+                    return Int(response.status.code)
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let stats = await fixture.simulator.stats()
+        #expect(stats.maxConcurrency == 11)
+        #expect(stats.violationsByKind["concurrency", default: 0] == 1)
+        #expect(statuses.sorted() == Array(repeating: 200, count: 10) + [429])
+        try await http.shutdown()
+        try await fixture.stop()
+    }
+
     @Test func simulatorRejectsInvalidBodiesAndMissingTokens() async throws {
         let fixture = try await SimulatorFixture.start(oauth: false)
         let http = HTTPClient(eventLoopGroupProvider: .singleton)
