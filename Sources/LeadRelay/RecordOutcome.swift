@@ -17,8 +17,8 @@ extension RecordOutcome {
         }
     }
 
-    var deadLetterReason: String? {
-        if case .deadLetter(let deadLetter) = self { deadLetter.reason.rawValue } else { nil }
+    var deadLetterReason: DeadLetter.Reason? {
+        if case .deadLetter(let deadLetter) = self { deadLetter.reason } else { nil }
     }
 }
 

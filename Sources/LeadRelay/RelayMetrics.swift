@@ -20,7 +20,7 @@ public final class RelayMetrics: Sendable {
     private let factory: any MetricsFactory
     private let recordsConsumed: Counter
     private let outcomes: [Outcome: Counter]
-    private let deadLetters: Mutex<[String: Counter]>
+    private let deadLetters: [DeadLetter.Reason: Counter]
     private let endToEnd: CoreMetrics.Timer
     private let circuitOpen: Gauge
     private let authFailing: Gauge
@@ -41,48 +41,36 @@ public final class RelayMetrics: Sendable {
                         factory: factory)
                 )
             })
-        deadLetters = Mutex(
-            Dictionary(
-                uniqueKeysWithValues: Self.deadLetterReasons.map { reason in
-                    (reason, Self.deadLetterCounter(reason: reason, factory: factory))
-                }))
+        deadLetters = Dictionary(
+            uniqueKeysWithValues: DeadLetter.Reason.allCases.map { reason in
+                (
+                    reason,
+                    Counter(
+                        label: "lead_relay_dead_letters_total", dimensions: [("reason", reason.rawValue)],
+                        factory: factory)
+                )
+            })
         endToEnd = CoreMetrics.Timer(label: "lead_relay_end_to_end_seconds", factory: factory)
         circuitOpen = Gauge(label: "lead_relay_circuit_open", factory: factory)
         authFailing = Gauge(label: "lead_relay_auth_failing", factory: factory)
         ready = Gauge(label: "lead_relay_ready", factory: factory)
         inProcessRecords = Meter(label: "lead_relay_in_process_records", factory: factory)
-        for counter in outcomes.values { counter.increment(by: 0) }
+        for counter in Array(outcomes.values) + Array(deadLetters.values) { counter.increment(by: 0) }
         for gauge in [circuitOpen, authFailing, ready] { gauge.record(0) }
         inProcessRecords.set(0)
-    }
-
-    private static func deadLetterCounter(reason: String, factory: any MetricsFactory) -> Counter {
-        let counter = Counter(
-            label: "lead_relay_dead_letters_total", dimensions: [("reason", reason)], factory: factory)
-        counter.increment(by: 0)
-        return counter
     }
 
     public func recordConsumed(count: Int = 1) {
         recordsConsumed.increment(by: count)
     }
 
-    /// One record reached `outcome`; `recordTimestamp` (the Kafka record's) starts the end-to-end time.
-    public func recordOutcome(
-        _ outcome: Outcome, deadLetterReason: String? = nil, recordTimestamp: Date?, completedAt: Date = Date()
-    ) {
+    /// One record reached `outcome`, acknowledged now; `recordTimestamp` (the Kafka record's) starts the
+    /// end-to-end time.
+    func recordOutcome(_ outcome: Outcome, deadLetterReason: DeadLetter.Reason? = nil, recordTimestamp: Date?) {
         outcomes[outcome]?.increment()
-        if let deadLetterReason {
-            let counter = deadLetters.withLock { counters in
-                if let existing = counters[deadLetterReason] { return existing }
-                let created = Self.deadLetterCounter(reason: deadLetterReason, factory: factory)
-                counters[deadLetterReason] = created
-                return created
-            }
-            counter.increment()
-        }
+        if let deadLetterReason { deadLetters[deadLetterReason]?.increment() }
         if let recordTimestamp {
-            let elapsed = max(0, completedAt.timeIntervalSince(recordTimestamp))
+            let elapsed = max(0, Date().timeIntervalSince(recordTimestamp))
             endToEnd.recordNanoseconds(Int64(elapsed * 1e9))
         }
     }

@@ -37,7 +37,7 @@ func promtoolCheck(_ exposition: String, promtool: String) throws -> (status: In
         let metrics = RelayMetrics(factory: factory)
         metrics.recordConsumed()
         metrics.recordOutcome(.submitted, recordTimestamp: Date().addingTimeInterval(-2))
-        metrics.recordOutcome(.deadLettered, deadLetterReason: "schema-violation", recordTimestamp: nil)
+        metrics.recordOutcome(.deadLettered, deadLetterReason: .schemaViolation, recordTimestamp: nil)
         metrics.setCircuitOpen(true)
         metrics.setInProcessRecords(7)
         metrics.recordLag([TopicPartition(topic: "leads.submitted", partition: 3): 42])
