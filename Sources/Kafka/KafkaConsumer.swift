@@ -1,4 +1,4 @@
-import CRdKafka
+import Dispatch
 import Foundation
 import Logging
 import NIOCore
@@ -12,26 +12,28 @@ public enum KafkaConsumerEvent: Sendable {
     /// Delivered before librdkafka releases the partitions: the poll thread waits until
     /// `revocation.acknowledge()` is called (or the consumer's revocation timeout passes), so the reader can
     /// finish in-flight work of these partitions and `commitAndWait` it first. Every record of these partitions
-    /// that will ever reach this reader was delivered before this event.
-    case partitionsRevoked([TopicPartition], PartitionRevocation)
+    /// that will ever reach this reader was delivered before this event. `lost` partitions were already given to
+    /// another member (the session timed out): no commit of them can succeed.
+    case partitionsRevoked([TopicPartition], PartitionRevocation, lost: Bool)
 }
 
 /// The reader's answer to a revocation; the partitions are released once it is acknowledged.
 public final class PartitionRevocation: Sendable {
     private let acknowledged = Atomic<Bool>(false)
-    private let flow: ConsumerFlowControl
+    private let signal = DispatchSemaphore(value: 0)
 
-    init(flow: ConsumerFlowControl, acknowledged: Bool = false) {
-        self.flow = flow
-        self.acknowledged.store(acknowledged, ordering: .releasing)
-    }
+    init() {}
 
     public func acknowledge() {
-        acknowledged.store(true, ordering: .releasing)
-        flow.wakeUp()
+        if !acknowledged.exchange(true, ordering: .acquiringAndReleasing) {
+            signal.signal()
+        }
     }
 
-    public var isAcknowledged: Bool { acknowledged.load(ordering: .acquiring) }
+    /// Blocks the calling (poll) thread; true when acknowledged within `timeout`.
+    func awaitAcknowledgement(timeout: Duration) -> Bool {
+        signal.wait(timeout: .now() + timeout.timeInterval) == .success
+    }
 }
 
 /// The consumer's events in poll order, for a single reader.
@@ -58,15 +60,20 @@ public struct KafkaConsumerEvents: AsyncSequence, Sendable {
 
 /// A member of a consumer group. Records, assignments and revocations arrive through `events`; offsets are
 /// stored nowhere implicitly: the caller commits what it finished.
+///
+/// A thread of its own polls librdkafka all the time, whatever the reader does: when the reader falls behind,
+/// fetching is paused instead, so the consumer stays in its group (see `ConsumerStateMachine`).
 public final class KafkaConsumer: Sendable {
     private let client: RDKafkaClient
-    private let pollLoop: ConsumerPollLoop
+    private let shared: ConsumerShared
     private let logger: Logger
     public let events: KafkaConsumerEvents
 
     /// Group consumer with `partition.assignment.strategy=cooperative-sticky`, `enable.auto.commit=false`,
-    /// `enable.auto.offset.store=false` and `auto.offset.reset=earliest`; `configuration.properties` are
-    /// applied on top. `bufferCapacity` bounds the records buffered ahead of the reader, in batches of up to
+    /// `enable.auto.offset.store=false` and `auto.offset.reset=earliest`; `configuration.properties` are applied on
+    /// top. Cooperative, because an eager revocation happens while the group is rebalancing, when a commit is refused
+    /// (librdkafka's mock cluster refuses every commit then): the work of revoked partitions could not be handed over.
+    /// `bufferCapacity` bounds the records buffered ahead of the reader before fetching pauses, in batches of up to
     /// half of it (at most 500); `revocationTimeout` bounds how long a revocation waits for its acknowledgement.
     public init(
         configuration: KafkaConfiguration,
@@ -82,31 +89,22 @@ public final class KafkaConsumer: Sendable {
             "enable.auto.offset.store": "false",
             "auto.offset.reset": "earliest",
         ])
-        let flow = ConsumerFlowControl()
         let maxBatch = max(1, min(bufferCapacity / 2, 500))
         // The sequence counts events, and each event holds up to `maxBatch` records.
         let highWatermark = max(bufferCapacity / maxBatch, 2)
+        let shared = ConsumerShared()
         let sequence = KafkaConsumerEvents.Producer.makeSequence(
             backPressureStrategy: .init(lowWatermark: highWatermark / 2, highWatermark: highWatermark),
             finishOnDeinit: false,
-            delegate: ConsumerEventsDelegate(flow: flow)
+            delegate: ConsumerEventsDelegate(shared: shared)
         )
-        let pollLoop = ConsumerPollLoop(
-            flow: flow,
-            source: sequence.source,
-            revocationTimeout: revocationTimeout,
-            maxBatch: maxBatch,
-            logger: logger
-        )
-        let client = try RDKafkaClient(
-            kind: .consumer,
-            properties: properties,
-            logger: logger,
-            rebalanceHandler: pollLoop
-        )
-        pollLoop.start(client: client)
+        let client = try RDKafkaClient(kind: .consumer, properties: properties, logger: logger)
+        shared.client.withLock { $0 = client }
+        ConsumerPollLoop.start(
+            client: client, shared: shared, source: sequence.source, maxBatch: maxBatch,
+            revocationTimeout: revocationTimeout, logger: logger)
         self.client = client
-        self.pollLoop = pollLoop
+        self.shared = shared
         self.logger = logger
         self.events = KafkaConsumerEvents(producer: sequence.sequence)
         logger.debug(
@@ -116,7 +114,7 @@ public final class KafkaConsumer: Sendable {
     }
 
     deinit {
-        pollLoop.flow.requestClose()
+        shared.requestClose()
     }
 
     public func subscribe(topics: [String]) throws {
@@ -134,13 +132,25 @@ public final class KafkaConsumer: Sendable {
         try await client.runBlocking { try client.commit(offsets, wait: true) }
     }
 
-    /// Stops fetching these partitions. Events already buffered for the reader are still delivered.
-    public func pause(_ partitions: [TopicPartition]) throws {
-        try client.pause(partitions)
+    /// As `commitAndWait(_:)`, waiting at most `timeout` (with no coordinator reachable a commit can wait far
+    /// longer). Returns whether the commit was acknowledged in time.
+    public func commitAndWait(_ offsets: [TopicPartition: Int64], timeout: Duration) async throws -> Bool {
+        try await withTimeout(timeout) { try await self.commitAndWait(offsets) } != nil
     }
 
-    public func resume(_ partitions: [TopicPartition]) throws {
-        try client.resume(partitions)
+    /// Stops fetching these partitions (also after they are revoked and assigned again, until `resume`). Events
+    /// already buffered for the reader are still delivered.
+    public func pause(_ partitions: [TopicPartition]) {
+        shared.update { $0.pause(partitions) }
+    }
+
+    public func resume(_ partitions: [TopicPartition]) {
+        shared.update { $0.resume(partitions) }
+    }
+
+    /// While held, no partition is fetched, whatever is assigned meanwhile; polling goes on.
+    public func holdFetching(_ hold: Bool) {
+        if shared.state.withLock({ $0.holdFetching(hold) }) { shared.wakePollThread() }
     }
 
     /// Moves the fetch position of an assigned partition. Events already buffered for the reader are still
@@ -151,7 +161,7 @@ public final class KafkaConsumer: Sendable {
     }
 
     public func assignment() -> Set<TopicPartition> {
-        pollLoop.membership.withLock { $0.assignment }
+        shared.state.withLock { $0.assignment }
     }
 
     /// Per assigned partition: high watermark minus the fetch position, from cached watermarks (non-blocking).
@@ -161,343 +171,215 @@ public final class KafkaConsumer: Sendable {
 
     /// Whether the consumer has joined its group (received an assignment, possibly empty) and not left it.
     public var isInGroup: Bool {
-        pollLoop.membership.withLock { $0.hasJoined }
+        shared.state.withLock { $0.isInGroup }
     }
 
-    /// The fatal error that stopped this consumer, if one did; `events` then ends.
-    public var terminalError: KafkaError? {
-        client.fatalError
-    }
-
-    /// Leaves the group and ends `events`. Revocations during close are acknowledged automatically, so commit
-    /// finished work before closing.
-    public func close() async throws {
-        try await pollLoop.close()
-    }
-}
-
-struct ConsumerEventsDelegate: NIOAsyncSequenceProducerDelegate {
-    let flow: ConsumerFlowControl
-
-    func produceMore() {
-        flow.readerWantsMore()
-    }
-
-    func didTerminate() {
-        flow.readerTerminated()
+    /// Leaves the group and ends `events`, waiting at most `timeout`: with no broker reachable librdkafka may take
+    /// far longer to give up, and the group is then left to the session timeout. Revocations during close are
+    /// acknowledged automatically, so commit finished work before closing. Returns whether the close finished.
+    @discardableResult
+    public func close(timeout: Duration = .seconds(30)) async throws -> Bool {
+        let finished = try await withTimeout(timeout) { try await self.shared.close() } != nil
+        if !finished {
+            logger.warning("Kafka consumer close did not finish in time", metadata: ["timeout": "\(timeout)"])
+        }
+        return finished
     }
 }
 
-/// What the poll thread waits on: the reader's demand, revocation acknowledgements and close requests.
-final class ConsumerFlowControl: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var demand = true
-    /// Counts `produceMore` calls so a `stopProducing` answer can tell whether demand returned meanwhile.
-    private var produceMoreCount = 0
-    private var closeRequested = false
-    private var readerGone = false
+/// What the consumer, its reader and its poll thread share: the state machine behind one lock.
+final class ConsumerShared: Sendable {
+    let state = Mutex(ConsumerStateMachine())
+    /// Set once at start, for waking the poll thread out of a blocking poll.
+    let client = Mutex<RDKafkaClient?>(nil)
 
-    enum Turn {
-        case poll
-        case close
+    func update(_ change: (inout ConsumerStateMachine) -> Void) {
+        state.withLock { change(&$0) }
+        wakePollThread()
     }
 
-    func readerWantsMore() {
-        condition.lock()
-        demand = true
-        produceMoreCount += 1
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    func readerTerminated() {
-        condition.lock()
-        readerGone = true
-        condition.broadcast()
-        condition.unlock()
+    func wakePollThread() {
+        client.withLock { $0 }?.wakeConsumerPoll()
     }
 
     func requestClose() {
-        condition.lock()
-        closeRequested = true
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    func wakeUp() {
-        condition.lock()
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    var produceMoreGeneration: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        return produceMoreCount
-    }
-
-    /// The reader's buffer is full, unless it asked for more since `generation` was read.
-    func stopProducing(since generation: Int) {
-        condition.lock()
-        if produceMoreCount == generation {
-            demand = false
-        }
-        condition.unlock()
-    }
-
-    var isReaderGone: Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return readerGone
-    }
-
-    var isCloseRequested: Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return closeRequested
-    }
-
-    /// Blocks until the reader wants events (or is gone, so events are discarded) or close is requested.
-    func awaitTurn() -> Turn {
-        condition.lock()
-        defer { condition.unlock() }
-        while !demand && !readerGone && !closeRequested {
-            condition.wait()
-        }
-        return closeRequested ? .close : .poll
-    }
-
-    /// Blocks until the revocation is acknowledged, the reader is gone, close is requested or `deadline` passed.
-    /// Returns whether it was acknowledged (or needs no acknowledgement any more).
-    func awaitAcknowledgement(of revocation: PartitionRevocation, deadline: Date) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        while !revocation.isAcknowledged && !readerGone && !closeRequested {
-            if !condition.wait(until: deadline) {
-                return revocation.isAcknowledged
-            }
-        }
-        return true
-    }
-}
-
-/// Runs on the consumer's own thread: polls librdkafka, batches records into the events sequence and answers
-/// rebalances. `pending` and `pendingRecords` are touched only by that thread (rebalance callbacks run inside
-/// its poll calls).
-final class ConsumerPollLoop: RebalanceHandling, @unchecked Sendable {
-    struct Membership {
-        var assignment: Set<TopicPartition> = []
-        var hasJoined = false
-    }
-
-    private enum CloseState {
-        case running(waiters: [CheckedContinuation<Void, any Error>])
-        case closed(Result<Void, KafkaError>)
-    }
-
-    let flow: ConsumerFlowControl
-    let membership = Mutex(Membership())
-    private let closeState = Mutex(CloseState.running(waiters: []))
-    private let source: KafkaConsumerEvents.Producer.Source
-    private let revocationTimeout: Duration
-    private let maxBatch: Int
-    private let logger: Logger
-    private var pending: [KafkaConsumerEvent] = []
-    /// Records of the poll in progress, not yet wrapped into an event.
-    private var pendingRecords: [KafkaConsumerRecord] = []
-    private var isClosing = false
-    /// Set while the poll thread runs; rebalance callbacks happen only inside its poll and close calls.
-    private var client: RDKafkaClient?
-
-    init(
-        flow: ConsumerFlowControl,
-        source: KafkaConsumerEvents.Producer.Source,
-        revocationTimeout: Duration,
-        maxBatch: Int,
-        logger: Logger
-    ) {
-        self.flow = flow
-        self.source = source
-        self.revocationTimeout = revocationTimeout
-        self.maxBatch = maxBatch
-        self.logger = logger
-        pendingRecords.reserveCapacity(maxBatch)
-    }
-
-    /// The thread keeps the client alive until the consumer has left its group.
-    func start(client: RDKafkaClient) {
-        let thread = Thread { [self] in
-            run(client: client)
-        }
-        thread.name = "kafka-consumer-\(client.name)"
-        thread.start()
+        Task { [self] in try? await close() }
     }
 
     func close() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let alreadyClosed: Result<Void, KafkaError>? = closeState.withLock { state in
-                switch state {
-                case .running(var waiters):
-                    waiters.append(continuation)
-                    state = .running(waiters: waiters)
-                    return nil
-                case .closed(let result):
-                    return result
-                }
-            }
-            if let alreadyClosed {
-                continuation.resume(with: alreadyClosed)
-            } else {
-                flow.requestClose()
+            let (action, revocation) = state.withLock { $0.close(continuation) }
+            revocation?.acknowledge()
+            switch action {
+            case .alreadyClosed(let result):
+                continuation.resume(with: result.mapError { $0 as any Error })
+            case .wakePollThread:
+                wakePollThread()
+            case .waitForPollThread:
+                break
             }
         }
     }
+}
 
-    private func run(client: RDKafkaClient) {
+struct ConsumerEventsDelegate: NIOAsyncSequenceProducerDelegate {
+    let shared: ConsumerShared
+
+    func produceMore() {
+        if shared.state.withLock({ $0.readerWantsMore() }) { shared.wakePollThread() }
+    }
+
+    func didTerminate() {
+        shared.state.withLock { $0.readerTerminated() }?.acknowledge()
+    }
+}
+
+/// Runs on the consumer's own thread: polls librdkafka, batches records into the events sequence, applies the
+/// state machine's pauses and answers rebalances. Created on that thread and never leaves it; rebalance callbacks
+/// reach it only inside its own poll and close calls.
+final class ConsumerPollLoop: RebalanceHandling {
+    private let client: RDKafkaClient
+    private let shared: ConsumerShared
+    private let source: KafkaConsumerEvents.Producer.Source
+    private let maxBatch: Int
+    private let revocationTimeout: Duration
+    private let logger: Logger
+    /// Events of the turn in progress, not yet yielded to the reader.
+    private var pending: [KafkaConsumerEvent] = []
+    private var batch: [KafkaConsumerRecord] = []
+
+    private init(
+        client: RDKafkaClient, shared: ConsumerShared, source: KafkaConsumerEvents.Producer.Source, maxBatch: Int,
+        revocationTimeout: Duration, logger: Logger
+    ) {
         self.client = client
-        defer { self.client = nil }
-        while flow.awaitTurn() == .poll {
+        self.shared = shared
+        self.source = source
+        self.maxBatch = maxBatch
+        self.revocationTimeout = revocationTimeout
+        self.logger = logger
+        batch.reserveCapacity(maxBatch)
+    }
+
+    /// The thread keeps the client alive until the consumer has left its group.
+    static func start(
+        client: RDKafkaClient, shared: ConsumerShared, source: KafkaConsumerEvents.Producer.Source, maxBatch: Int,
+        revocationTimeout: Duration, logger: Logger
+    ) {
+        let name = "kafka-consumer-\(client.name)"
+        let thread = Thread {
+            let loop = ConsumerPollLoop(
+                client: client, shared: shared, source: source, maxBatch: maxBatch,
+                revocationTimeout: revocationTimeout, logger: logger)
+            client.setRebalanceHandler(loop)
+            loop.run()
+        }
+        thread.name = name
+        thread.start()
+    }
+
+    private func run() {
+        while case .poll(let pause, let resume) = shared.state.withLock({ $0.nextPollStep() }) {
             if let fatal = client.fatalError {
                 logger.error("Kafka consumer stops after a fatal error", metadata: ["error": "\(fatal)"])
                 break
             }
-            pollBatch(client: client)
+            apply(pause: pause, resume: resume)
+            pollBatch()
         }
-        isClosing = true
-        let result: Result<Void, KafkaError>
-        do {
-            try client.closeConsumer()
-            result = .success(())
-        } catch let error as KafkaError {
-            result = .failure(error)
-        } catch {
-            result = .failure(KafkaError.state("\(error)"))
+        let result: Result<Void, KafkaError> = Result { try client.closeConsumer() }.mapError { error in
+            error as? KafkaError ?? KafkaError.state("\(error)")
         }
         flushPending()
         source.finish()
-        membership.withLock { $0 = Membership() }
-        let waiters = closeState.withLock { state -> [CheckedContinuation<Void, any Error>] in
-            guard case .running(let waiters) = state else { return [] }
-            state = .closed(result)
-            return waiters
-        }
+        let waiters = shared.state.withLock { $0.closed(result) }
         for waiter in waiters {
             waiter.resume(with: result.mapError { $0 as any Error })
         }
     }
 
-    /// One wakeup: waits briefly for a first message, then takes what is already queued, up to `maxBatch`.
-    private func pollBatch(client: RDKafkaClient) {
-        var timeout: Int32 = 100
-        while pendingRecords.count < maxBatch, let message = client.consumerPoll(timeoutMilliseconds: timeout) {
-            timeout = 0
-            take(message, client: client)
+    private func apply(pause: [TopicPartition], resume: [TopicPartition]) {
+        do {
+            if !pause.isEmpty { try client.pause(pause) }
+            if !resume.isEmpty { try client.resume(resume) }
+        } catch {
+            logger.error("Kafka pause or resume failed", metadata: ["error": "\(error)"])
         }
-        flushPending()
     }
 
-    private func take(_ message: UnsafeMutablePointer<rd_kafka_message_t>, client: RDKafkaClient) {
-        defer { client.destroy(message) }
-        let error = message.pointee.err
-        guard error == RD_KAFKA_RESP_ERR_NO_ERROR else {
-            if error != RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                logger.warning("Kafka consumer error", metadata: ["error": "\(KafkaError(error))"])
-            }
-            return
+    /// One turn: waits briefly for a first record, then takes what is already queued, up to `maxBatch`.
+    private func pollBatch() {
+        var timeout: Int32 = 100
+        while batch.count < maxBatch, let record = client.pollRecord(timeoutMilliseconds: timeout) {
+            timeout = 0
+            batch.append(record)
         }
-        pendingRecords.append(client.record(from: message))
+        flushPending()
     }
 
     /// Queues an event behind the records taken so far, so the reader sees everything in poll order.
     private func enqueue(_ event: KafkaConsumerEvent) {
-        closeRecordBatch()
+        closeBatch()
         pending.append(event)
     }
 
-    private func closeRecordBatch() {
-        guard !pendingRecords.isEmpty else { return }
-        pending.append(.records(pendingRecords))
-        pendingRecords = []
-        pendingRecords.reserveCapacity(maxBatch)
+    private func closeBatch() {
+        guard !batch.isEmpty else { return }
+        pending.append(.records(batch))
+        batch = []
+        batch.reserveCapacity(maxBatch)
     }
 
     private func flushPending() {
-        closeRecordBatch()
+        closeBatch()
         guard !pending.isEmpty else { return }
         defer { pending.removeAll(keepingCapacity: true) }
-        if flow.isReaderGone { return }
-        let generation = flow.produceMoreGeneration
+        let (readerGone, generation) = shared.state.withLock { ($0.isReaderGone, $0.currentDemandGeneration) }
+        if readerGone { return }
         switch source.yield(contentsOf: pending) {
         case .produceMore:
             break
         case .stopProducing:
-            flow.stopProducing(since: generation)
+            shared.state.withLock { $0.readerBufferFull(since: generation) }
         case .dropped:
-            flow.readerTerminated()
+            _ = shared.state.withLock { $0.readerTerminated() }
         }
     }
 
-    func rebalance(_ error: rd_kafka_resp_err_t, partitions list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>)
-    {
-        guard let client else { return }
-        let partitions = RDKafkaClient.partitions(of: list)
-        let cooperative = client.isCooperativeRebalance
-        switch error {
-        case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
-            do {
-                try client.applyRebalance(list, assign: true, cooperative: cooperative)
-            } catch {
-                logger.error("Kafka partition assignment failed", metadata: ["error": "\(error)"])
-            }
-            membership.withLock {
-                $0.assignment.formUnion(partitions)
-                $0.hasJoined = true
-            }
-            logger.info("Kafka partitions assigned", metadata: ["partitions": "\(partitions)"])
-            if !partitions.isEmpty {
-                enqueue(.partitionsAssigned(partitions))
-            }
-        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
-            logger.info(
-                "Kafka partitions revoked",
-                metadata: ["partitions": "\(partitions)", "lost": "\(client.isAssignmentLost)"]
-            )
-            if !partitions.isEmpty {
-                handOver(partitions)
-            }
-            do {
-                try client.applyRebalance(list, assign: false, cooperative: cooperative)
-            } catch {
-                logger.error("Kafka partition release failed", metadata: ["error": "\(error)"])
-            }
-            membership.withLock { $0.assignment.subtract(partitions) }
-        default:
-            logger.error("Kafka rebalance failed", metadata: ["error": "\(KafkaError(error))"])
-            client.unassignAll()
-            membership.withLock { $0.assignment.removeAll() }
+    func assigned(_ partitions: [TopicPartition]) {
+        let pause = shared.state.withLock { $0.assigned(partitions) }
+        apply(pause: pause, resume: [])
+        logger.info("Kafka partitions assigned", metadata: ["partitions": "\(partitions)"])
+        if !partitions.isEmpty {
+            enqueue(.partitionsAssigned(partitions))
         }
     }
 
     /// Delivers the records still pending, then the revocation, and waits for the reader's acknowledgement.
-    private func handOver(_ partitions: [TopicPartition]) {
-        let acknowledgedUpFront = isClosing || flow.isReaderGone
-        let revocation = PartitionRevocation(flow: flow, acknowledged: acknowledgedUpFront)
-        enqueue(.partitionsRevoked(partitions, revocation))
+    func revoking(_ partitions: [TopicPartition], lost: Bool) {
+        logger.info("Kafka partitions revoked", metadata: ["partitions": "\(partitions)", "lost": "\(lost)"])
+        guard !partitions.isEmpty else { return }
+        let revocation = PartitionRevocation()
+        let (resume, awaitAcknowledgement) = shared.state.withLock {
+            $0.revoking(partitions, revocation: revocation)
+        }
+        apply(pause: [], resume: resume)
+        enqueue(.partitionsRevoked(partitions, revocation, lost: lost))
         flushPending()
-        guard !acknowledgedUpFront else { return }
-        let deadline = Date(timeIntervalSinceNow: revocationTimeout.timeInterval)
-        if !flow.awaitAcknowledgement(of: revocation, deadline: deadline) {
+        if awaitAcknowledgement, !revocation.awaitAcknowledgement(timeout: revocationTimeout) {
             logger.warning(
                 "Kafka revocation not acknowledged in time; releasing the partitions",
                 metadata: ["partitions": "\(partitions)", "timeout": "\(revocationTimeout)"]
             )
         }
     }
-}
 
-extension Duration {
-    var timeInterval: TimeInterval {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
+    func revoked(_ partitions: [TopicPartition]) {
+        shared.state.withLock { $0.revoked(partitions) }
+    }
+
+    func rebalanceFailed(_ error: KafkaError) {
+        logger.error("Kafka rebalance failed", metadata: ["error": "\(error)"])
+        shared.state.withLock { $0.assignmentDropped() }
     }
 }

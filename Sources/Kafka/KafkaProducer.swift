@@ -7,9 +7,7 @@ import Synchronization
 public final class KafkaProducer: Sendable {
     private let client: RDKafkaClient
     private let logger: Logger
-    /// Sends in progress; `close` waits for them to be enqueued before flushing, so none is left unreported.
-    private let sendsInProgress = Atomic<Int>(0)
-    private let isClosed = Atomic<Bool>(false)
+    private let enqueues = EnqueueGate()
     private let pollThread: ProducerPollThread
 
     public init(configuration: KafkaConfiguration, logger: Logger) throws {
@@ -61,11 +59,10 @@ public final class KafkaProducer: Sendable {
         headers: [KafkaHeader] = [],
         onDelivery: @escaping @Sendable (Result<KafkaDeliveryReport, KafkaError>) -> Void
     ) throws {
-        sendsInProgress.add(1, ordering: .acquiring)
-        defer { sendsInProgress.subtract(1, ordering: .releasing) }
-        guard !isClosed.load(ordering: .acquiring) else {
+        guard enqueues.enter() else {
             throw KafkaError.state("producer is closed")
         }
+        defer { enqueues.leave() }
         try client.produce(
             topic: topic,
             partition: partition,
@@ -92,16 +89,11 @@ public final class KafkaProducer: Sendable {
 
     /// Flushes for up to `flushTimeout`, fails what is still undelivered, then stops. Later sends throw.
     public func close(flushTimeout: Duration = .seconds(30)) async {
-        guard !isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        guard await enqueues.close() else { return }
         let client = self.client
         let milliseconds = Self.milliseconds(flushTimeout)
         do {
-            try await client.runBlocking { [self] in
-                while sendsInProgress.load(ordering: .acquiring) > 0 {
-                    Thread.sleep(forTimeInterval: 0.001)
-                }
-                try client.flush(timeoutMilliseconds: milliseconds)
-            }
+            try await client.runBlocking { try client.flush(timeoutMilliseconds: milliseconds) }
         } catch {
             logger.warning(
                 "Kafka producer closed with undelivered records",
@@ -113,6 +105,56 @@ public final class KafkaProducer: Sendable {
 
     static func milliseconds(_ duration: Duration) -> Int32 {
         Int32(clamping: Int64(duration.timeInterval * 1000))
+    }
+}
+
+/// Lets enqueues in while the producer is open, and lets `close` wait for those under way, so that every record
+/// handed to librdkafka before the close is flushed with the rest.
+final class EnqueueGate: Sendable {
+    private struct State {
+        var isClosed = false
+        var inProgress = 0
+        var closeWaiter: CheckedContinuation<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    /// False once closed: the enqueue must not happen.
+    func enter() -> Bool {
+        state.withLock { state in
+            guard !state.isClosed else { return false }
+            state.inProgress += 1
+            return true
+        }
+    }
+
+    func leave() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.inProgress -= 1
+            guard state.inProgress == 0 else { return nil }
+            defer { state.closeWaiter = nil }
+            return state.closeWaiter
+        }
+        waiter?.resume()
+    }
+
+    /// Closes the gate and returns once no enqueue is under way; false when it was closed already.
+    func close() async -> Bool {
+        let (firstClose, busy) = state.withLock { state -> (Bool, Bool) in
+            defer { state.isClosed = true }
+            return (!state.isClosed, state.inProgress > 0)
+        }
+        guard firstClose else { return false }
+        guard busy else { return true }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let waiting = state.withLock { state -> Bool in
+                guard state.inProgress > 0 else { return false }
+                state.closeWaiter = continuation
+                return true
+            }
+            if !waiting { continuation.resume() }
+        }
+        return true
     }
 }
 

@@ -11,17 +11,35 @@ extension RDKafkaClient {
         try Self.check(rd_kafka_subscribe(handle, list), "subscribe")
     }
 
-    /// A message to hand to `record(from:)` and then `destroy(_:)`, or nil when the timeout passed.
-    /// Serves rebalance, error, log and commit callbacks on the calling thread.
-    func consumerPoll(timeoutMilliseconds: Int32) -> UnsafeMutablePointer<rd_kafka_message_t>? {
-        rd_kafka_consumer_poll(handle, timeoutMilliseconds)
+    /// The poll thread's handler of rebalances; set before its first poll.
+    func setRebalanceHandler(_ handler: RebalanceHandling) {
+        context.rebalanceHandler = handler
     }
 
-    func destroy(_ message: UnsafeMutablePointer<rd_kafka_message_t>) {
-        rd_kafka_message_destroy(message)
+    /// The next record, or nil when none arrived within the timeout (or the poll was woken). Consumer errors are
+    /// logged and end the wait like a timeout. Serves rebalance, error, log and commit callbacks on the calling
+    /// thread.
+    func pollRecord(timeoutMilliseconds: Int32) -> KafkaConsumerRecord? {
+        guard let message = rd_kafka_consumer_poll(handle, timeoutMilliseconds) else { return nil }
+        defer { rd_kafka_message_destroy(message) }
+        let error = message.pointee.err
+        guard error == RD_KAFKA_RESP_ERR_NO_ERROR else {
+            if error != RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                context.logger.warning("Kafka consumer error", metadata: ["error": "\(KafkaError(error))"])
+            }
+            return nil
+        }
+        return record(from: message)
     }
 
-    func record(from message: UnsafeMutablePointer<rd_kafka_message_t>) -> KafkaConsumerRecord {
+    /// Makes a `pollRecord` blocked on another thread return at once.
+    func wakeConsumerPoll() {
+        guard let queue = rd_kafka_queue_get_consumer(handle) else { return }
+        rd_kafka_queue_yield(queue)
+        rd_kafka_queue_destroy(queue)
+    }
+
+    private func record(from message: UnsafeMutablePointer<rd_kafka_message_t>) -> KafkaConsumerRecord {
         let fields = message.pointee
         var headers: [KafkaHeader] = []
         var headerList: OpaquePointer?
@@ -57,30 +75,45 @@ extension RDKafkaClient {
         return [UInt8](UnsafeRawBufferPointer(start: pointer, count: count))
     }
 
-    var isCooperativeRebalance: Bool {
-        String(cString: rd_kafka_rebalance_protocol(handle)) == "COOPERATIVE"
-    }
-
-    var isAssignmentLost: Bool { rd_kafka_assignment_lost(handle) != 0 }
-
-    /// Applies a rebalance's assignment change; `assign` false releases the partitions.
-    func applyRebalance(
-        _ partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>,
-        assign: Bool,
-        cooperative: Bool
-    ) throws {
-        if cooperative {
-            let error =
-                assign
-                ? rd_kafka_incremental_assign(handle, partitions) : rd_kafka_incremental_unassign(handle, partitions)
-            try Self.check(error, assign ? "incremental assign" : "incremental unassign")
-        } else {
-            try Self.check(rd_kafka_assign(handle, assign ? partitions : nil), assign ? "assign" : "unassign")
+    /// Translates one rebalance callback for `handler` and applies it: assignments before the handler hears of
+    /// them, releases after. Without a handler (the consumer is going away) it only applies it.
+    static func serveRebalance(
+        handle: OpaquePointer,
+        error: rd_kafka_resp_err_t,
+        list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>,
+        handler: RebalanceHandling?
+    ) {
+        let partitions = Self.partitions(of: list)
+        let cooperative = String(cString: rd_kafka_rebalance_protocol(handle)) == "COOPERATIVE"
+        let logger = ClientCallbackContext.from(rd_kafka_opaque(handle))?.logger
+        switch error {
+        case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+            do {
+                if cooperative {
+                    try check(rd_kafka_incremental_assign(handle, list), "incremental assign")
+                } else {
+                    try check(rd_kafka_assign(handle, list), "assign")
+                }
+            } catch {
+                logger?.error("Kafka partition assignment failed", metadata: ["error": "\(error)"])
+            }
+            handler?.assigned(partitions)
+        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+            handler?.revoking(partitions, lost: rd_kafka_assignment_lost(handle) != 0)
+            do {
+                if cooperative {
+                    try check(rd_kafka_incremental_unassign(handle, list), "incremental unassign")
+                } else {
+                    try check(rd_kafka_assign(handle, nil), "unassign")
+                }
+            } catch {
+                logger?.error("Kafka partition release failed", metadata: ["error": "\(error)"])
+            }
+            handler?.revoked(partitions)
+        default:
+            _ = rd_kafka_assign(handle, nil)
+            handler?.rebalanceFailed(KafkaError(error, context: "rebalance"))
         }
-    }
-
-    func unassignAll() {
-        _ = rd_kafka_assign(handle, nil)
     }
 
     /// `offsets` are the next offsets to read. `wait` false returns at once; failures are then logged.

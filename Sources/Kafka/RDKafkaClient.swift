@@ -4,15 +4,23 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Receives group rebalances; called on the thread that polls the consumer.
+/// Receives group rebalances, on the thread that polls the consumer (inside its poll and close calls).
 protocol RebalanceHandling: AnyObject {
-    func rebalance(_ error: rd_kafka_resp_err_t, partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>)
+    /// After librdkafka took the partitions over, before any of their records is polled.
+    func assigned(_ partitions: [TopicPartition])
+    /// Before librdkafka releases the partitions: librdkafka waits until this returns. `lost`: the group gave them
+    /// to another member already (no commit of them can succeed).
+    func revoking(_ partitions: [TopicPartition], lost: Bool)
+    /// After librdkafka released the partitions.
+    func revoked(_ partitions: [TopicPartition])
+    /// The rebalance failed and the whole assignment was dropped.
+    func rebalanceFailed(_ error: KafkaError)
 }
 
 /// State that librdkafka's C callbacks reach through the handle's opaque pointer.
 final class ClientCallbackContext: @unchecked Sendable {
     let logger: Logger
-    /// Set once before the consumer subscribes, read only by the poll thread afterwards.
+    /// Set once by the poll thread before its first poll, read only by that thread afterwards.
     weak var rebalanceHandler: RebalanceHandling?
     let fatalError = Mutex<KafkaError?>(nil)
 
@@ -41,9 +49,8 @@ final class RDKafkaClient: @unchecked Sendable {
     /// Runs the blocking calls (synchronous commit, seek, flush, metadata) away from Swift's cooperative pool.
     private let blockingQueue: DispatchQueue
 
-    init(kind: Kind, properties: [String: String], logger: Logger, rebalanceHandler: RebalanceHandling? = nil) throws {
+    init(kind: Kind, properties: [String: String], logger: Logger) throws {
         let context = ClientCallbackContext(logger: logger)
-        context.rebalanceHandler = rebalanceHandler
         guard let configuration = rd_kafka_conf_new() else {
             throw KafkaError.state("rd_kafka_conf_new failed")
         }
@@ -241,16 +248,9 @@ private func rdKafkaRebalanceCallback(
     _ opaque: UnsafeMutableRawPointer?
 ) {
     guard let handle, let partitions else { return }
-    if let handler = ClientCallbackContext.from(opaque)?.rebalanceHandler {
-        handler.rebalance(error, partitions: partitions)
-    } else {
-        // Nobody to hand the partitions to (the consumer is going away): take the default action.
-        if error == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
-            _ = rd_kafka_assign(handle, partitions)
-        } else {
-            _ = rd_kafka_assign(handle, nil)
-        }
-    }
+    RDKafkaClient.serveRebalance(
+        handle: handle, error: error, list: partitions,
+        handler: ClientCallbackContext.from(opaque)?.rebalanceHandler)
 }
 
 private func rdKafkaOffsetCommitCallback(

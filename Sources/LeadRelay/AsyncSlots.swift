@@ -1,13 +1,12 @@
 import Synchronization
 
-/// A fixed number of slots taken and given back first come, first served, and a wait for all of them
-/// to be free. The relay bounds with it the records it holds (so a backlog of any size costs a fixed
-/// amount of memory, and shutdown can wait for them) and the attempts past its gates.
+/// A fixed number of slots taken and given back first come, first served. The relay bounds with it the attempts
+/// past its gates.
 final class AsyncSlots: Sendable {
     private struct State {
         var count = 0
-        var slotWaiters: [CheckedContinuation<Void, Never>] = []
-        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        var nextWaiterID = 0
+        var waiters: [(id: Int, continuation: CheckedContinuation<Void, any Error>)] = []
     }
 
     private let capacity: Int
@@ -20,74 +19,47 @@ final class AsyncSlots: Sendable {
 
     var count: Int { state.withLock { $0.count } }
 
-    /// Takes a slot, waiting while all are taken.
-    func acquire() async {
+    /// Takes a slot, waiting while all are taken; throws `CancellationError` when the task is cancelled first.
+    func acquire() async throws {
         let acquired = state.withLock { state -> Bool in
             guard state.count < capacity else { return false }
             state.count += 1
             return true
         }
         if acquired { return }
-        await withCheckedContinuation { continuation in
-            let acquiredNow = state.withLock { state -> Bool in
-                if state.count < capacity {
-                    state.count += 1
-                    return true
+        let id = state.withLock { state in
+            defer { state.nextWaiterID += 1 }
+            return state.nextWaiterID
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let outcome = state.withLock { state -> Result<Void, any Error>? in
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    if state.count < capacity {
+                        state.count += 1
+                        return .success(())
+                    }
+                    state.waiters.append((id, continuation))
+                    return nil
                 }
-                state.slotWaiters.append(continuation)
-                return false
+                if let outcome { continuation.resume(with: outcome) }
             }
-            if acquiredNow { continuation.resume() }
+        } onCancel: {
+            let cancelled = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waiters.remove(at: index).continuation
+            }
+            cancelled?.resume(throwing: CancellationError())
         }
     }
 
     /// Gives a slot back: to the longest waiter if there is one, which then owns it.
     func release() {
-        let (slotWaiter, drainWaiters) = state.withLock {
-            state -> (CheckedContinuation<Void, Never>?, [CheckedContinuation<Void, Never>]) in
-            if !state.slotWaiters.isEmpty {
-                return (state.slotWaiters.removeFirst(), [])
-            }
+        let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            if !state.waiters.isEmpty { return state.waiters.removeFirst().continuation }
             state.count -= 1
-            guard state.count == 0 else { return (nil, []) }
-            defer { state.drainWaiters.removeAll() }
-            return (nil, state.drainWaiters)
+            return nil
         }
-        slotWaiter?.resume()
-        drainWaiters.forEach { $0.resume() }
-    }
-
-    /// Returns when no slot is taken, or after `timeout`; true when every record was released.
-    func waitUntilEmpty(timeout: Duration) async -> Bool {
-        await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                await withCheckedContinuation { continuation in
-                    let emptyNow = self.state.withLock { state -> Bool in
-                        if state.count == 0 { return true }
-                        state.drainWaiters.append(continuation)
-                        return false
-                    }
-                    if emptyNow { continuation.resume() }
-                }
-                return true
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return false
-            }
-            let first = await group.next() ?? false
-            if !first { self.resumeDrainWaiters() }
-            group.cancelAll()
-            await group.waitForAll()
-            return first
-        }
-    }
-
-    private func resumeDrainWaiters() {
-        let waiters = state.withLock { state in
-            defer { state.drainWaiters.removeAll() }
-            return state.drainWaiters
-        }
-        waiters.forEach { $0.resume() }
+        waiter?.resume()
     }
 }

@@ -19,6 +19,8 @@ public final class OffsetTracker: Sendable {
         var committed: Int64?
         /// Records from this offset on were abandoned (shutdown or revocation): they never complete.
         var abandonedFrom: Int64?
+        /// The first offset begun, the commit point until a commit happened.
+        var firstBegun: Int64?
 
         mutating func begin(_ offset: Int64) {
             if let last = offsets.last, head < offsets.count, offset <= last {
@@ -30,6 +32,13 @@ public final class OffsetTracker: Sendable {
             offsets.append(offset)
             done.append(false)
             inFlight += 1
+            if firstBegun == nil { firstBegun = offset }
+        }
+
+        /// Records completed above the last commit (as offsets: gaps count too).
+        var completedUncommitted: Int64 {
+            guard let committable, let base = committed ?? firstBegun else { return 0 }
+            return max(0, committable - base)
         }
 
         mutating func complete(_ offset: Int64) {
@@ -79,28 +88,61 @@ public final class OffsetTracker: Sendable {
         }
     }
 
-    private let partitions = Mutex<[TopicPartition: PartitionState]>([:])
+    private struct State {
+        var partitions: [TopicPartition: PartitionState] = [:]
+        var idleWaiters: [Int: IdleWaiter] = [:]
+        var nextWaiterID = 0
+
+        /// The waiters whose partitions have no record in flight any more, removed.
+        mutating func takeSatisfiedWaiters() -> [CheckedContinuation<Bool, Never>] {
+            guard !idleWaiters.isEmpty else { return [] }
+            var satisfied: [CheckedContinuation<Bool, Never>] = []
+            for (id, waiter) in idleWaiters where waiter.partitions.allSatisfy({ (partitions[$0]?.inFlight ?? 0) == 0 })
+            {
+                satisfied.append(waiter.continuation)
+                idleWaiters[id] = nil
+            }
+            return satisfied
+        }
+    }
+
+    private struct IdleWaiter {
+        var partitions: Set<TopicPartition>
+        var continuation: CheckedContinuation<Bool, Never>
+    }
+
+    private let state = Mutex(State())
 
     public init() {}
 
+    /// Runs `change` under the lock, then wakes the idle waiters it satisfied.
+    private func update<Result>(_ change: (inout [TopicPartition: PartitionState]) -> Result) -> Result {
+        let (result, satisfied) = state.withLock { state in
+            let result = change(&state.partitions)
+            return (result, state.takeSatisfiedWaiters())
+        }
+        for waiter in satisfied { waiter.resume(returning: true) }
+        return result
+    }
+
     /// The record at `offset` was taken for processing.
     public func begin(_ partition: TopicPartition, offset: Int64) {
-        partitions.withLock { $0[partition, default: PartitionState()].begin(offset) }
+        state.withLock { $0.partitions[partition, default: PartitionState()].begin(offset) }
     }
 
     /// The record's outcome was acknowledged by the broker. Unknown offsets (of a removed partition) are ignored.
     public func complete(_ partition: TopicPartition, offset: Int64) {
-        partitions.withLock { $0[partition]?.complete(offset) }
+        update { $0[partition]?.complete(offset) }
     }
 
     /// Per partition, the next offset to commit (every record below it is done), for the partitions where it
     /// moved past the last committed one.
     public func committable() -> [TopicPartition: Int64] {
-        partitions.withLock { states in
+        state.withLock { state in
             var result: [TopicPartition: Int64] = [:]
-            for (partition, state) in states {
-                guard let next = state.committable else { continue }
-                if let committed = state.committed, committed >= next { continue }
+            for (partition, partitionState) in state.partitions {
+                guard let next = partitionState.committable else { continue }
+                if let committed = partitionState.committed, committed >= next { continue }
                 result[partition] = next
             }
             return result
@@ -109,19 +151,26 @@ public final class OffsetTracker: Sendable {
 
     /// The offsets were committed: `committable()` leaves these partitions out until they move further.
     public func markCommitted(_ offsets: [TopicPartition: Int64]) {
-        partitions.withLock { states in
+        state.withLock { state in
             for (partition, offset) in offsets {
-                guard var state = states[partition] else { continue }
-                state.committed = max(state.committed ?? offset, offset)
-                states[partition] = state
+                guard var partitionState = state.partitions[partition] else { continue }
+                partitionState.committed = max(partitionState.committed ?? offset, offset)
+                state.partitions[partition] = partitionState
             }
         }
     }
 
-    /// Forgets revoked partitions; their records' later completions are ignored.
-    public func remove(_ revoked: some Sequence<TopicPartition>) {
-        partitions.withLock { states in
-            for partition in revoked { states[partition] = nil }
+    /// Forgets revoked partitions; their records' later completions are ignored. Returns how many completed
+    /// records were above the last commit: their outcomes will be published again by the partitions' next owner.
+    @discardableResult
+    public func remove(_ revoked: some Sequence<TopicPartition>) -> Int64 {
+        update { partitions in
+            var uncommitted: Int64 = 0
+            for partition in revoked {
+                uncommitted += partitions[partition]?.completedUncommitted ?? 0
+                partitions[partition] = nil
+            }
+            return uncommitted
         }
     }
 
@@ -131,19 +180,55 @@ public final class OffsetTracker: Sendable {
     /// above an abandoned one, so the next run publishes no outcome twice. Returns how many were abandoned.
     @discardableResult
     public func abandonTail(of partition: TopicPartition, _ abandon: (Int64) -> Bool) -> Int {
-        partitions.withLock { $0[partition]?.abandonTail(abandon) ?? 0 }
+        update { $0[partition]?.abandonTail(abandon) ?? 0 }
     }
 
     /// The partitions with records begun and not yet passed by the commit point.
     public var partitionsWithRecords: [TopicPartition] {
-        partitions.withLock { states in states.filter { $0.value.head < $0.value.offsets.count }.map(\.key) }
+        state.withLock { state in
+            state.partitions.filter { $0.value.head < $0.value.offsets.count }.map(\.key)
+        }
     }
 
     public func inFlightCount(_ partition: TopicPartition) -> Int {
-        partitions.withLock { $0[partition]?.inFlight ?? 0 }
+        state.withLock { $0.partitions[partition]?.inFlight ?? 0 }
     }
 
     public var totalInFlight: Int {
-        partitions.withLock { $0.values.reduce(0) { $0 + $1.inFlight } }
+        state.withLock { $0.partitions.values.reduce(0) { $0 + $1.inFlight } }
+    }
+
+    /// Returns true once no record of `partitions` is in flight (completed or abandoned), false when `deadline`
+    /// passes or the task is cancelled first. Woken by the completions themselves, not by polling.
+    public func waitUntilIdle(_ partitions: Set<TopicPartition>, deadline: ContinuousClock.Instant) async -> Bool {
+        let id = state.withLock { state in
+            defer { state.nextWaiterID += 1 }
+            return state.nextWaiterID
+        }
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                        let immediate = self.state.withLock { state -> Bool? in
+                            if Task.isCancelled { return false }
+                            if partitions.allSatisfy({ (state.partitions[$0]?.inFlight ?? 0) == 0 }) { return true }
+                            state.idleWaiters[id] = IdleWaiter(partitions: partitions, continuation: continuation)
+                            return nil
+                        }
+                        if let immediate { continuation.resume(returning: immediate) }
+                    }
+                } onCancel: {
+                    self.state.withLock { $0.idleWaiters.removeValue(forKey: id) }?.continuation.resume(
+                        returning: false)
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(until: deadline)
+                return false
+            }
+            let idle = await group.next() ?? false
+            group.cancelAll()
+            return idle
+        }
     }
 }

@@ -26,6 +26,8 @@ public final class RelayMetrics: Sendable {
     private let authFailing: Gauge
     private let ready: Gauge
     private let inProcessRecords: Meter
+    private let abandonedInFlight: Counter
+    private let repeatedOutcomes: Counter
     private let consumerLag = Mutex<[TopicPartition: Gauge]>([:])
 
     /// `factory` is the process's backend by default; tests pass a `RelayMetricsFactory` over their own registry.
@@ -55,7 +57,11 @@ public final class RelayMetrics: Sendable {
         authFailing = Gauge(label: "lead_relay_auth_failing", factory: factory)
         ready = Gauge(label: "lead_relay_ready", factory: factory)
         inProcessRecords = Meter(label: "lead_relay_in_process_records", factory: factory)
-        for counter in Array(outcomes.values) + Array(deadLetters.values) { counter.increment(by: 0) }
+        abandonedInFlight = Counter(label: "lead_relay_abandoned_in_flight_total", factory: factory)
+        repeatedOutcomes = Counter(label: "lead_relay_repeated_outcomes_total", factory: factory)
+        for counter in Array(outcomes.values) + Array(deadLetters.values) + [abandonedInFlight, repeatedOutcomes] {
+            counter.increment(by: 0)
+        }
         for gauge in [circuitOpen, authFailing, ready] { gauge.record(0) }
         inProcessRecords.set(0)
     }
@@ -79,6 +85,13 @@ public final class RelayMetrics: Sendable {
     public func setAuthFailing(_ failing: Bool) { authFailing.record(failing ? 1 : 0) }
     public func setReady(_ isReady: Bool) { ready.record(isReady ? 1 : 0) }
     public func setInProcessRecords(_ count: Int) { inProcessRecords.set(count) }
+
+    /// Leads already sent whose answer had not come when a shutdown or revocation stopped waiting for them.
+    func recordAbandonedInFlight(count: Int) { abandonedInFlight.increment(by: count) }
+
+    /// Records whose outcome was published but could not be committed (the group took the partition away first):
+    /// their next owner publishes their outcome again.
+    func recordRepeatedOutcomes(count: Int) { repeatedOutcomes.increment(by: count) }
 
     /// Replaces the lag series: partitions no longer given (revoked) lose theirs.
     public func recordLag(_ lag: [TopicPartition: Int64]) {

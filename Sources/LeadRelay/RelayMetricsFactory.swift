@@ -26,6 +26,10 @@ public struct RelayMetricsFactory: MetricsFactory {
         "lead_relay_ready": "1 while every readiness check passes.",
         "lead_relay_consumer_lag": "Records behind the end of the partition.",
         "lead_relay_in_process_records": "Records consumed and not yet at their outcome.",
+        "lead_relay_abandoned_in_flight_total":
+            "Leads sent to the API whose answer had not come when a shutdown or revocation stopped waiting.",
+        "lead_relay_repeated_outcomes_total":
+            "Published outcomes whose offsets the group refused to commit; the next owner publishes them again.",
         "lead_relay_end_to_end_seconds": "From the record's timestamp to its acknowledged outcome.",
         "lead_relay_api_requests_total": "Requests to the Seeker Leads API, by HTTP status code.",
         "lead_relay_api_request_duration_seconds": "Duration of requests to the Seeker Leads API.",

@@ -36,7 +36,7 @@ public final class RelayService: Service, Sendable {
     private let client: SeekerLeadsClient
     private let metrics: RelayMetrics
     private let offsets = OffsetTracker()
-    private let pending: AsyncSlots
+    private let admission: RecordAdmission<RecordProcessor.Route>
     /// The records on the submission path, while their task runs: what a shutdown or revocation may abandon.
     private let submissions = Mutex<[TopicPartition: [Int64: Submission]]>([:])
 
@@ -59,7 +59,9 @@ public final class RelayService: Service, Sendable {
         self.readiness = readiness
         self.client = client
         self.metrics = metrics
-        self.pending = AsyncSlots(capacity: settings.maxPendingRecords)
+        self.admission = RecordAdmission(capacity: settings.maxPendingRecords, offsets: offsets) { hold in
+            consumer.holdFetching(hold)
+        }
         self.logger = logger
     }
 
@@ -78,34 +80,32 @@ public final class RelayService: Service, Sendable {
         await stop()
     }
 
+    /// Never waits for the relay's capacity (records beyond it queue in `admission`), so a revocation or a shutdown
+    /// is answered at once however many records are held.
     private func consume() async {
         for await event in consumer.events {
             switch event {
             case .records(let records):
-                await take(records)
+                let routes = processor.route(records)
+                start(admission.enqueue(zip(records, routes).map { .init(record: $0, work: $1) }))
             case .partitionsAssigned(let partitions):
                 logger.info("partitions assigned", metadata: ["partitions": "\(partitions)"])
-                if gates.isHoldingSubmissions { pause(partitions) }
-            case .partitionsRevoked(let partitions, let revocation):
-                await finishRevoked(partitions)
+            case .partitionsRevoked(let partitions, let revocation, let lost):
+                await finishRevoked(Set(partitions), lost: lost)
                 revocation.acknowledge()
             }
         }
     }
 
-    /// Holds each record (waiting while `maxPendingRecords` are held) and starts it on its route. A record
-    /// that needs the API gets a task of its own; the others complete in the producer's delivery report.
-    private func take(_ records: [KafkaConsumerRecord]) async {
-        for (record, route) in zip(records, processor.route(records)) {
-            // Cancelled (shutting down): the records not begun stay uncommitted and are delivered again.
-            guard !Task.isCancelled else { return }
-            await pending.acquire()
-            offsets.begin(record.topicPartition, offset: record.offset)
-            switch route {
+    /// Starts admitted records on their route. A record that needs the API gets a task of its own; the others
+    /// complete in the producer's delivery report.
+    private func start(_ admitted: [RecordAdmission<RecordProcessor.Route>.Entry]) {
+        for entry in admitted {
+            switch entry.work {
             case .known(let outcome):
-                processor.publish(outcome, of: record) { self.finish(record) }
+                processor.publish(outcome, of: entry.record) { self.finish(entry.record) }
             case .submission(let event):
-                startSubmission(event, of: record)
+                startSubmission(event, of: entry.record)
             }
         }
     }
@@ -119,7 +119,7 @@ public final class RelayService: Service, Sendable {
                 if await processor.submitAndPublish(event, of: record, commitment: commitment) {
                     finish(record)
                 } else {
-                    pending.release()
+                    start(admission.release())
                 }
                 submissions.withLock { entries in
                     // A re-delivered record (the partition came back) may have taken this offset's entry meanwhile.
@@ -135,7 +135,7 @@ public final class RelayService: Service, Sendable {
     /// Abandons, per partition, the tail of records whose leads have not been sent: the API's budget would
     /// otherwise keep a shutdown or a revocation waiting for leads it has not started. Records below the tail, and
     /// leads already sent, still finish.
-    private func abandonUnsentTail(of partitions: [TopicPartition]) {
+    private func abandonUnsentTail(of partitions: some Sequence<TopicPartition>) {
         var abandoned = 0
         for partition in partitions {
             abandoned += offsets.abandonTail(of: partition) { offset in
@@ -153,52 +153,102 @@ public final class RelayService: Service, Sendable {
         }
     }
 
+    /// Cancels the submissions of `partitions` (all when nil) still running: leads already sent whose answer did not
+    /// come in time. Their records stay uncommitted; each is counted and logged, since the next owner may post it
+    /// again.
+    private func abandonInFlight(of partitions: Set<TopicPartition>?) {
+        let stranded = submissions.withLock { entries -> [(TopicPartition, Int64, Submission)] in
+            entries.flatMap { partition, byOffset in
+                partitions.map { $0.contains(partition) } ?? true
+                    ? byOffset.map { (partition, $0.key, $0.value) } : []
+            }
+        }
+        guard !stranded.isEmpty else { return }
+        for (partition, offset, submission) in stranded {
+            submission.task.cancel()
+            logger.warning(
+                "a lead sent to the API had no answer in time; its record will be delivered again",
+                metadata: ["topic": "\(partition.topic)", "partition": "\(partition.partition)", "offset": "\(offset)"])
+        }
+        metrics.recordAbandonedInFlight(count: stranded.count)
+    }
+
     private func finish(_ record: KafkaConsumerRecord) {
         offsets.complete(record.topicPartition, offset: record.offset)
-        pending.release()
+        start(admission.release())
     }
 
-    /// Gives the revoked partitions' records up to the shutdown timeout to finish, commits what is
-    /// done, and forgets them; what did not finish is delivered again to the next owner.
-    private func finishRevoked(_ partitions: [TopicPartition]) async {
-        logger.info("partitions revoked; finishing their records", metadata: ["partitions": "\(partitions)"])
+    /// Drops the revoked partitions' waiting records, gives their held records up to the shutdown timeout to
+    /// finish (woken by their completion), commits what is done unless the partitions were lost, and forgets them;
+    /// what did not finish is delivered again to the next owner.
+    private func finishRevoked(_ partitions: Set<TopicPartition>, lost: Bool) async {
+        logger.info(
+            "partitions revoked; finishing their records",
+            metadata: ["partitions": "\(partitions.sorted { $0.description < $1.description })", "lost": "\(lost)"])
+        admission.discardQueued(of: partitions)
         abandonUnsentTail(of: partitions)
-        let deadline = ContinuousClock.now + settings.shutdownTimeout
-        while partitions.contains(where: { offsets.inFlightCount($0) > 0 }), ContinuousClock.now < deadline,
-            !Task.isCancelled
-        {
-            try? await Task.sleep(for: .milliseconds(5))
-        }
+        let idle = await offsets.waitUntilIdle(partitions, deadline: .now + settings.shutdownTimeout)
+        if !idle { abandonInFlight(of: partitions) }
         let done = offsets.committable().filter { partitions.contains($0.key) }
-        do {
-            if !done.isEmpty { try await consumer.commitAndWait(done) }
-        } catch {
-            logger.warning("commit of revoked partitions failed", metadata: ["error": "\(error)"])
+        if !lost, !done.isEmpty {
+            do {
+                try await consumer.commitAndWait(done)
+                offsets.markCommitted(done)
+            } catch {
+                logger.warning("commit of revoked partitions failed", metadata: ["error": "\(error)"])
+            }
         }
-        offsets.remove(partitions)
+        let repeated = offsets.remove(partitions)
+        if repeated > 0 {
+            metrics.recordRepeatedOutcomes(count: Int(repeated))
+            logger.warning(
+                "outcomes published but not committed before the partitions were taken; their next owner repeats them",
+                metadata: ["count": "\(repeated)"])
+        }
     }
 
+    /// Ends within the shutdown timeout plus a little over a second, whatever the relay holds and whether or not a
+    /// broker answers: each step past the drain gets what is left of a fixed allowance.
     private func stop() async {
-        logger.info("relay stopping; finishing records in flight", metadata: ["pending": "\(pending.count)"])
+        let drainDeadline = ContinuousClock.now + settings.shutdownTimeout
+        logger.info(
+            "relay stopping; finishing records in flight",
+            metadata: ["held": "\(admission.heldCount)", "queued": "\(admission.queuedCount)"])
+        admission.discardQueued(of: nil)
         abandonUnsentTail(of: offsets.partitionsWithRecords)
-        let drained = await pending.waitUntilEmpty(timeout: settings.shutdownTimeout)
-        if !drained {
+        if !(await admission.waitUntilNoneHeld(deadline: drainDeadline)) {
             logger.warning(
                 "shutdown timeout reached; unfinished records will be delivered again",
-                metadata: ["pending": "\(pending.count)"])
+                metadata: ["held": "\(admission.heldCount)"])
+            abandonInFlight(of: nil)
+        }
+        let finalDeadline = ContinuousClock.now + .milliseconds(1500)
+        func remaining(atMost cap: Duration) -> Duration {
+            max(.zero, min(cap, finalDeadline - .now))
         }
         do {
-            try await producer.flush(timeout: .seconds(5))
+            try await producer.flush(timeout: remaining(atMost: .milliseconds(500)))
         } catch {
             logger.warning("producer flush failed", metadata: ["error": "\(error)"])
         }
-        await commitCompleted(wait: true)
+        let done = offsets.committable()
+        if !done.isEmpty {
+            do {
+                if try await consumer.commitAndWait(done, timeout: remaining(atMost: .milliseconds(500))) {
+                    offsets.markCommitted(done)
+                } else {
+                    logger.warning("final commit did not finish in time")
+                }
+            } catch {
+                logger.warning("final commit failed", metadata: ["error": "\(error)"])
+            }
+        }
         do {
-            try await consumer.close()
+            try await consumer.close(timeout: remaining(atMost: .seconds(1)))
         } catch {
             logger.warning("consumer close failed", metadata: ["error": "\(error)"])
         }
-        await producer.close()
+        await producer.close(flushTimeout: remaining(atMost: .milliseconds(200)))
         logger.info("relay stopped")
     }
 
@@ -255,32 +305,21 @@ public final class RelayService: Service, Sendable {
     private func publishLagPeriodically() async {
         while !Task.isCancelled {
             metrics.recordLag(consumer.lag())
-            metrics.setInProcessRecords(pending.count)
+            metrics.setInProcessRecords(admission.heldCount)
             try? await Task.sleep(for: settings.lagInterval)
         }
     }
 
-    /// Pauses every assigned partition while the gates hold submissions (circuit open or
-    /// credentials failing), so that an outage fills neither memory nor the dead-letter topic.
+    /// Holds fetching while the gates hold submissions (circuit open or credentials failing), so that an outage
+    /// fills neither memory nor the dead-letter topic.
     private func followGates() async {
         await gates.followChanges { holding in
-            let assigned = Array(self.consumer.assignment())
             if holding {
-                self.logger.warning(
-                    "submissions held; pausing partitions", metadata: ["partitions": "\(assigned.count)"])
-                self.pause(assigned)
+                self.logger.warning("submissions held; fetching paused")
             } else {
-                self.logger.info("submissions flowing again; resuming partitions")
-                do { try self.consumer.resume(assigned) } catch {
-                    self.logger.error("resume failed", metadata: ["error": "\(error)"])
-                }
+                self.logger.info("submissions flowing again; fetching resumed")
             }
-        }
-    }
-
-    private func pause(_ partitions: [TopicPartition]) {
-        do { try consumer.pause(partitions) } catch {
-            logger.error("pause failed", metadata: ["error": "\(error)"])
+            self.admission.holdFetching(holding)
         }
     }
 }

@@ -71,7 +71,7 @@ final class SubmissionGates: Sendable {
 
         /// Every permission given is followed by exactly one `observe`, which gives the slot back.
         func waitForPermission() async throws {
-            await gates.attemptSlots.acquire()
+            try await gates.attemptSlots.acquire()
             let credentialsPermission: CircuitBreaker.Permission
             let circuitPermission: CircuitBreaker.Permission
             do {

@@ -142,7 +142,7 @@ import Testing
         try await waitUntil("one record per partition") { collector.records.count >= 3 }
 
         let paused = TopicPartition(topic: topic, partition: 0)
-        try consumer.pause([paused])
+        consumer.pause([paused])
         func offsets(of partition: Int32) -> [Int64] {
             collector.records.filter { $0.partition == partition }.map(\.offset)
         }
@@ -155,7 +155,7 @@ import Testing
         }
         #expect(offsets(of: 0) == [0])
 
-        try consumer.resume([paused])
+        consumer.resume([paused])
         try await waitUntil("the paused partition resumes") { offsets(of: 0).count >= 11 }
         #expect(offsets(of: 0) == Array(0...10))
         #expect(offsets(of: 1) == Array(0...10))

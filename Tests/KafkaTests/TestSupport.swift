@@ -79,7 +79,7 @@ final class EventCollector: Sendable {
                     observed.update { $0.records.append(contentsOf: records) }
                 case .partitionsAssigned(let partitions):
                     observed.update { $0.assigned.append(partitions) }
-                case .partitionsRevoked(let partitions, let revocation):
+                case .partitionsRevoked(let partitions, let revocation, _):
                     let received = observed.snapshot.records
                     await onRevoke(Set(partitions), received)
                     observed.update { $0.revoked.append(partitions) }

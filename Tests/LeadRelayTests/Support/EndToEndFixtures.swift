@@ -243,7 +243,7 @@ final class TopicTail: Sendable {
                 switch event {
                 case .records(let records): received.withLock { $0.append(contentsOf: records) }
                 case .partitionsAssigned: break
-                case .partitionsRevoked(_, let revocation): revocation.acknowledge()
+                case .partitionsRevoked(_, let revocation, _): revocation.acknowledge()
                 }
             }
         }
@@ -311,7 +311,7 @@ func partitionsNotCommittedToEnd(
                     }
                 }
             case .partitionsAssigned: break
-            case .partitionsRevoked(_, let revocation): revocation.acknowledge()
+            case .partitionsRevoked(_, let revocation, _): revocation.acknowledge()
             }
         }
     }

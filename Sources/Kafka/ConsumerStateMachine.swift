@@ -1,0 +1,185 @@
+/// The consumer's lifecycle and fetch control as one value: the poll thread, the reader and callers of
+/// `KafkaConsumer` each report events to it under one lock, and it answers with what to do next.
+///
+/// ```
+///            close()                  poll thread left the group
+/// running ───────────> closing ─────────────────────────────────> closed
+///    │  ▲                                                          ▲
+///    │  └ assigned / revoking / revoked / reader demand / holds    │
+///    └──────────────── fatal error (poll thread stops) ────────────┘
+/// ```
+///
+/// Fetching is paused, never polling: while the reader's buffer is full, while a caller holds fetching, or for
+/// partitions a caller paused, the poll thread pauses those partitions in librdkafka and keeps polling, so
+/// rebalances are answered and `max.poll.interval.ms` never passes however far behind the reader is.
+struct ConsumerStateMachine {
+    enum Lifecycle {
+        case running
+        /// Close was requested; the poll thread leaves the group on its next turn.
+        case closing
+        case closed(Result<Void, KafkaError>)
+    }
+
+    /// What the poll thread does on its next turn.
+    enum PollStep: Equatable {
+        /// Poll, after pausing and resuming these partitions in librdkafka.
+        case poll(pause: [TopicPartition], resume: [TopicPartition])
+        case close
+    }
+
+    private(set) var lifecycle = Lifecycle.running
+    private(set) var assignment: Set<TopicPartition> = []
+    /// Whether the consumer received a first assignment (possibly empty) of its current membership.
+    private(set) var hasJoined = false
+    /// A revocation delivered to the reader and not yet acknowledged.
+    private(set) var pendingRevocation: PartitionRevocation?
+    private var readerHasDemand = true
+    private var readerGone = false
+    /// Counts demand signals, so that a full-buffer answer computed before one does not override it.
+    private var demandGeneration = 0
+    private var fetchHeld = false
+    private var pausedByCaller: Set<TopicPartition> = []
+    /// What librdkafka has paused now; changed only through `nextPollStep` and the rebalance events.
+    private var pausedInLibrary: Set<TopicPartition> = []
+    private var closeWaiters: [CheckedContinuation<Void, any Error>] = []
+
+    var isReaderGone: Bool { readerGone }
+
+    var isClosingOrClosed: Bool {
+        if case .running = lifecycle { return false }
+        return true
+    }
+
+    var isInGroup: Bool {
+        guard case .running = lifecycle else { return false }
+        return hasJoined
+    }
+
+    private func shouldPause(_ partition: TopicPartition) -> Bool {
+        !readerHasDemand || fetchHeld || pausedByCaller.contains(partition)
+    }
+
+    // MARK: Reader
+
+    var currentDemandGeneration: Int { demandGeneration }
+
+    /// The reader asked for more events. Returns whether the poll thread must be woken to resume fetching.
+    mutating func readerWantsMore() -> Bool {
+        demandGeneration += 1
+        readerHasDemand = true
+        return !pausedInLibrary.isEmpty
+    }
+
+    /// The reader's buffer is full, unless the reader asked for more since `generation`.
+    mutating func readerBufferFull(since generation: Int) {
+        if demandGeneration == generation { readerHasDemand = false }
+    }
+
+    /// The reader stopped reading: events are discarded from now on and no revocation waits for it.
+    mutating func readerTerminated() -> PartitionRevocation? {
+        readerGone = true
+        readerHasDemand = true
+        defer { pendingRevocation = nil }
+        return pendingRevocation
+    }
+
+    // MARK: Callers
+
+    /// Returns whether the poll thread must be woken to apply the change.
+    mutating func holdFetching(_ hold: Bool) -> Bool {
+        guard fetchHeld != hold else { return false }
+        fetchHeld = hold
+        return true
+    }
+
+    mutating func pause(_ partitions: [TopicPartition]) {
+        pausedByCaller.formUnion(partitions)
+    }
+
+    mutating func resume(_ partitions: [TopicPartition]) {
+        pausedByCaller.subtract(partitions)
+    }
+
+    enum CloseAction {
+        case wakePollThread
+        case alreadyClosed(Result<Void, KafkaError>)
+        case waitForPollThread
+    }
+
+    mutating func close(_ waiter: CheckedContinuation<Void, any Error>) -> (CloseAction, PartitionRevocation?) {
+        switch lifecycle {
+        case .closed(let result):
+            return (.alreadyClosed(result), nil)
+        case .closing:
+            closeWaiters.append(waiter)
+            return (.waitForPollThread, nil)
+        case .running:
+            closeWaiters.append(waiter)
+            lifecycle = .closing
+            defer { pendingRevocation = nil }
+            return (.wakePollThread, pendingRevocation)
+        }
+    }
+
+    // MARK: Poll thread
+
+    mutating func nextPollStep() -> PollStep {
+        if case .closing = lifecycle { return .close }
+        var pause: [TopicPartition] = []
+        var resume: [TopicPartition] = []
+        for partition in assignment {
+            let paused = pausedInLibrary.contains(partition)
+            if shouldPause(partition), !paused {
+                pause.append(partition)
+            } else if !shouldPause(partition), paused {
+                resume.append(partition)
+            }
+        }
+        pausedInLibrary.formUnion(pause)
+        pausedInLibrary.subtract(resume)
+        return .poll(pause: pause, resume: resume)
+    }
+
+    /// librdkafka took `partitions` over. Returns those to pause before their first fetch.
+    mutating func assigned(_ partitions: [TopicPartition]) -> [TopicPartition] {
+        assignment.formUnion(partitions)
+        hasJoined = true
+        let pause = partitions.filter { shouldPause($0) }
+        pausedInLibrary.formUnion(pause)
+        return pause
+    }
+
+    /// librdkafka is about to release `partitions`. Returns those to resume first: a pause would otherwise outlive
+    /// the assignment in librdkafka and hold the partition back when it is assigned again. `revocation` is what the
+    /// reader acknowledges, unless no acknowledgement is needed (closing, or nobody reading).
+    mutating func revoking(_ partitions: [TopicPartition], revocation: PartitionRevocation) -> (
+        resume: [TopicPartition], awaitAcknowledgement: Bool
+    ) {
+        let resume = partitions.filter { pausedInLibrary.contains($0) }
+        pausedInLibrary.subtract(resume)
+        let awaitAcknowledgement = !readerGone && !isClosingOrClosed
+        if awaitAcknowledgement { pendingRevocation = revocation }
+        return (resume, awaitAcknowledgement)
+    }
+
+    mutating func revoked(_ partitions: [TopicPartition]) {
+        assignment.subtract(partitions)
+        pendingRevocation = nil
+    }
+
+    /// The group dropped the whole assignment after a failed rebalance.
+    mutating func assignmentDropped() {
+        assignment.removeAll()
+        pausedInLibrary.removeAll()
+    }
+
+    /// The poll thread left the group (or stopped on a fatal error). Returns the close callers to resume.
+    mutating func closed(_ result: Result<Void, KafkaError>) -> [CheckedContinuation<Void, any Error>] {
+        lifecycle = .closed(result)
+        assignment.removeAll()
+        pausedInLibrary.removeAll()
+        hasJoined = false
+        defer { closeWaiters.removeAll() }
+        return closeWaiters
+    }
+}
