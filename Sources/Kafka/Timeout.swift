@@ -1,24 +1,31 @@
 import Synchronization
 
-/// Returns `operation`'s result, or nil when `timeout` passes first. The operation is left running past the timeout:
-/// this bounds waits on blocking librdkafka calls, which cannot be cancelled (a task group would wait for them).
+/// Returns `operation`'s result, or nil when `timeout` passes or the task is cancelled first. The operation is left
+/// running past that: this bounds waits on blocking librdkafka calls, which cannot be cancelled (a task group would
+/// wait for them).
 func withTimeout<Result: Sendable>(
     _ timeout: Duration, _ operation: @escaping @Sendable () async throws -> Result
 ) async throws -> Result? {
-    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Result?, any Error>) in
-        let pending = Mutex<CheckedContinuation<Result?, any Error>?>(continuation)
-        let resume: @Sendable (Swift.Result<Result?, any Error>) -> Void = { result in
-            pending.withLock { pending in
-                defer { pending = nil }
-                return pending
-            }?.resume(with: result)
+    let pending = Mutex<CheckedContinuation<Result?, any Error>?>(nil)
+    let resume: @Sendable (Swift.Result<Result?, any Error>) -> Void = { result in
+        pending.withLock { pending in
+            defer { pending = nil }
+            return pending
+        }?.resume(with: result)
+    }
+    return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Result?, any Error>) in
+            pending.withLock { $0 = continuation }
+            if Task.isCancelled { resume(.success(nil)) }
+            Task {
+                do { resume(.success(try await operation())) } catch { resume(.failure(error)) }
+            }
+            Task {
+                try? await Task.sleep(for: timeout)
+                resume(.success(nil))
+            }
         }
-        Task {
-            do { resume(.success(try await operation())) } catch { resume(.failure(error)) }
-        }
-        Task {
-            try? await Task.sleep(for: timeout)
-            resume(.success(nil))
-        }
+    } onCancel: {
+        resume(.success(nil))
     }
 }

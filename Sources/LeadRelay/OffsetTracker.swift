@@ -90,8 +90,13 @@ public final class OffsetTracker: Sendable {
 
     private struct State {
         var partitions: [TopicPartition: PartitionState] = [:]
+        /// Per partition taken away with finished records above its last commit: the offset below which every record
+        /// had its outcome published here.
+        var finishedUncommitted: [TopicPartition: Int64] = [:]
         var idleWaiters: [Int: IdleWaiter] = [:]
         var nextWaiterID = 0
+        /// The committer, waiting for a completion.
+        var completionWaiter: CheckedContinuation<Void, Never>?
 
         /// The waiters whose partitions have no record in flight any more, removed.
         mutating func takeSatisfiedWaiters() -> [CheckedContinuation<Bool, Never>] {
@@ -116,9 +121,9 @@ public final class OffsetTracker: Sendable {
     public init() {}
 
     /// Runs `change` under the lock, then wakes the idle waiters it satisfied.
-    private func update<Result>(_ change: (inout [TopicPartition: PartitionState]) -> Result) -> Result {
+    private func update<Result>(_ change: (inout State) -> Result) -> Result {
         let (result, satisfied) = state.withLock { state in
-            let result = change(&state.partitions)
+            let result = change(&state)
             return (result, state.takeSatisfiedWaiters())
         }
         for waiter in satisfied { waiter.resume(returning: true) }
@@ -132,7 +137,34 @@ public final class OffsetTracker: Sendable {
 
     /// The record's outcome was acknowledged by the broker. Unknown offsets (of a removed partition) are ignored.
     public func complete(_ partition: TopicPartition, offset: Int64) {
-        update { $0[partition]?.complete(offset) }
+        let waiter = update { state -> CheckedContinuation<Void, Never>? in
+            state.partitions[partition]?.complete(offset)
+            defer { state.completionWaiter = nil }
+            return state.completionWaiter
+        }
+        waiter?.resume()
+    }
+
+    /// Returns once something is committable, or when the task is cancelled. For one caller at a time (the
+    /// committer): it is woken by the completions themselves.
+    public func waitUntilCommittable() async {
+        await withTaskCancellationHandler {
+            while !Task.isCancelled, committable().isEmpty {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let ready = state.withLock { state -> Bool in
+                        if Task.isCancelled { return true }
+                        state.completionWaiter = continuation
+                        return false
+                    }
+                    if ready { continuation.resume() }
+                }
+            }
+        } onCancel: {
+            state.withLock { state in
+                defer { state.completionWaiter = nil }
+                return state.completionWaiter
+            }?.resume()
+        }
     }
 
     /// Per partition, the next offset to commit (every record below it is done), for the partitions where it
@@ -161,16 +193,38 @@ public final class OffsetTracker: Sendable {
     }
 
     /// Forgets revoked partitions; their records' later completions are ignored. Returns how many completed
-    /// records were above the last commit: their outcomes will be published again by the partitions' next owner.
+    /// records were above the last commit: their outcomes will be published again by the partitions' next owner,
+    /// unless that is this relay (see `finishedBeforeRevocation`).
     @discardableResult
     public func remove(_ revoked: some Sequence<TopicPartition>) -> Int64 {
-        update { partitions in
+        update { state in
             var uncommitted: Int64 = 0
             for partition in revoked {
-                uncommitted += partitions[partition]?.completedUncommitted ?? 0
-                partitions[partition] = nil
+                if let partitionState = state.partitions[partition], partitionState.completedUncommitted > 0,
+                    let point = partitionState.committable
+                {
+                    uncommitted += partitionState.completedUncommitted
+                    state.finishedUncommitted[partition] = point
+                }
+                state.partitions[partition] = nil
             }
             return uncommitted
+        }
+    }
+
+    /// Per record, whether its outcome was published here before its partition was taken away without the commit
+    /// (the group refused it while rebalancing) and the partition came back: it needs no second outcome, only
+    /// completing. nil when no record can be (the common case, answered without a lock per record). The first record
+    /// past that point ends the memory of it.
+    public func finishedBeforeRevocation(_ records: [KafkaConsumerRecord]) -> [Bool]? {
+        state.withLock { state in
+            guard !state.finishedUncommitted.isEmpty else { return nil }
+            return records.map { record in
+                guard let point = state.finishedUncommitted[record.topicPartition] else { return false }
+                if record.offset < point { return true }
+                state.finishedUncommitted[record.topicPartition] = nil
+                return false
+            }
         }
     }
 
@@ -180,7 +234,7 @@ public final class OffsetTracker: Sendable {
     /// above an abandoned one, so the next run publishes no outcome twice. Returns how many were abandoned.
     @discardableResult
     public func abandonTail(of partition: TopicPartition, _ abandon: (Int64) -> Bool) -> Int {
-        update { $0[partition]?.abandonTail(abandon) ?? 0 }
+        update { $0.partitions[partition]?.abandonTail(abandon) ?? 0 }
     }
 
     /// The partitions with records begun and not yet passed by the commit point.

@@ -27,6 +27,8 @@ struct RecordProcessor: Sendable {
         case known(RecordOutcome)
         /// A valid lead not found in the dedupe store.
         case submission(LeadEvent)
+        /// Its outcome was published here before the partition was revoked and the commit refused: it only completes.
+        case finishedBeforeRevocation
     }
 
     /// Routes each record of `records`, in order.

@@ -21,7 +21,13 @@ public final class RelayRuntime: Sendable {
     /// full default 500 ms (librdkafka's mock cluster does) adds that to every lead's end-to-end time at a
     /// low rate; a real broker answers as soon as data arrives, so 10 ms only bounds how often an idle
     /// consumer asks.
+    ///
+    /// The eager `roundrobin` assignor, not the Kafka layer's cooperative default: librdkafka 2.0.2 (Debian's) loses
+    /// a cooperative member's partitions when others join and leave (its commits fail with "generation id is not
+    /// valid" until the session times out), which repeats hundreds of outcomes; an eager revocation only loses the
+    /// commits of what finished since the last one (a broker refuses commits while the group is joining).
     static let consumerDefaults = [
+        "partition.assignment.strategy": "roundrobin",
         "queued.max.messages.kbytes": "4096",
         "fetch.max.bytes": "4194304",
         "fetch.wait.max.ms": "10",

@@ -15,8 +15,8 @@ public final class RelayService: Service, Sendable {
         public var inputTopic: String
         public var shutdownTimeout: Duration
         public var maxPendingRecords: Int
-        /// How often completed offsets are committed while records flow.
-        public var commitInterval: Duration = .milliseconds(200)
+        /// The shortest time between two commits while records flow.
+        public var commitInterval: Duration = .milliseconds(50)
         /// How often consumer lag is published as a metric.
         public var lagInterval: Duration = .seconds(5)
 
@@ -69,7 +69,7 @@ public final class RelayService: Service, Sendable {
         try consumer.subscribe(topics: [settings.inputTopic])
         logger.info("relay started", metadata: ["topic": "\(settings.inputTopic)"])
         await withDiscardingTaskGroup { housekeeping in
-            housekeeping.addTask { await self.commitPeriodically() }
+            housekeeping.addTask { await self.commitPromptly() }
             housekeeping.addTask { await self.publishLagPeriodically() }
             housekeeping.addTask { await self.followGates() }
             housekeeping.addTask { await self.confirmCredentials() }
@@ -86,8 +86,7 @@ public final class RelayService: Service, Sendable {
         for await event in consumer.events {
             switch event {
             case .records(let records):
-                let routes = processor.route(records)
-                start(admission.enqueue(zip(records, routes).map { .init(record: $0, work: $1) }))
+                start(admission.enqueue(zip(records, routes(of: records)).map { .init(record: $0, work: $1) }))
             case .partitionsAssigned(let partitions):
                 logger.info("partitions assigned", metadata: ["partitions": "\(partitions)"])
             case .partitionsRevoked(let partitions, let revocation, let lost):
@@ -95,6 +94,16 @@ public final class RelayService: Service, Sendable {
                 revocation.acknowledge()
             }
         }
+    }
+
+    /// The route of each record, in order: records whose outcome this relay published before their partition came
+    /// back need none.
+    private func routes(of records: [KafkaConsumerRecord]) -> [RecordProcessor.Route] {
+        guard let finishedEarlier = offsets.finishedBeforeRevocation(records), finishedEarlier.contains(true) else {
+            return processor.route(records)
+        }
+        var fresh = processor.route(zip(records, finishedEarlier).filter { !$0.1 }.map(\.0)).makeIterator()
+        return finishedEarlier.map { $0 ? .finishedBeforeRevocation : fresh.next()! }
     }
 
     /// Starts admitted records on their route. A record that needs the API gets a task of its own; the others
@@ -106,6 +115,8 @@ public final class RelayService: Service, Sendable {
                 processor.publish(outcome, of: entry.record) { self.finish(entry.record) }
             case .submission(let event):
                 startSubmission(event, of: entry.record)
+            case .finishedBeforeRevocation:
+                finish(entry.record)
             }
         }
     }
@@ -154,8 +165,8 @@ public final class RelayService: Service, Sendable {
     }
 
     /// Cancels the submissions of `partitions` (all when nil) still running: leads already sent whose answer did not
-    /// come in time. Their records stay uncommitted; each is counted and logged, since the next owner may post it
-    /// again.
+    /// come in time. Their records stay uncommitted; they are counted and logged (one line), since the next owner
+    /// may post them again.
     private func abandonInFlight(of partitions: Set<TopicPartition>?) {
         let stranded = submissions.withLock { entries -> [(TopicPartition, Int64, Submission)] in
             entries.flatMap { partition, byOffset in
@@ -164,12 +175,13 @@ public final class RelayService: Service, Sendable {
             }
         }
         guard !stranded.isEmpty else { return }
-        for (partition, offset, submission) in stranded {
-            submission.task.cancel()
-            logger.warning(
-                "a lead sent to the API had no answer in time; its record will be delivered again",
-                metadata: ["topic": "\(partition.topic)", "partition": "\(partition.partition)", "offset": "\(offset)"])
-        }
+        for (_, _, submission) in stranded { submission.task.cancel() }
+        logger.warning(
+            "leads already sent had no final answer in time; their records will be delivered again",
+            metadata: [
+                "count": "\(stranded.count)",
+                "records": "\(stranded.prefix(20).map { "\($0.0)@\($0.1)" }.joined(separator: ","))",
+            ])
         metrics.recordAbandonedInFlight(count: stranded.count)
     }
 
@@ -231,18 +243,7 @@ public final class RelayService: Service, Sendable {
         } catch {
             logger.warning("producer flush failed", metadata: ["error": "\(error)"])
         }
-        let done = offsets.committable()
-        if !done.isEmpty {
-            do {
-                if try await consumer.commitAndWait(done, timeout: remaining(atMost: .milliseconds(500))) {
-                    offsets.markCommitted(done)
-                } else {
-                    logger.warning("final commit did not finish in time")
-                }
-            } catch {
-                logger.warning("final commit failed", metadata: ["error": "\(error)"])
-            }
-        }
+        await commitBeforeLeaving(until: max(drainDeadline, finalDeadline))
         do {
             try await consumer.close(timeout: remaining(atMost: .seconds(1)))
         } catch {
@@ -252,23 +253,53 @@ public final class RelayService: Service, Sendable {
         logger.info("relay stopped")
     }
 
-    private func commitPeriodically() async {
+    /// Commits soon after records finish (at most every `commitInterval`), and not at all while nothing finishes: the
+    /// less that is uncommitted when the group takes a partition away, the less its next owner repeats.
+    private func commitPromptly() async {
         while !Task.isCancelled {
+            await offsets.waitUntilCommittable()
+            await commitCompleted()
             try? await Task.sleep(for: settings.commitInterval)
-            await commitCompleted(wait: false)
         }
     }
 
-    private func commitCompleted(wait: Bool) async {
+    /// The last commit: while the group rebalances (another relay leaving at the same time) it is refused, so it is
+    /// retried until the rebalance is over or `deadline` passes.
+    private func commitBeforeLeaving(until deadline: ContinuousClock.Instant) async {
+        while true {
+            let done = offsets.committable()
+            guard !done.isEmpty else { return }
+            let remaining = deadline - .now
+            guard remaining > .zero else {
+                let uncommitted = offsets.remove(done.keys)
+                metrics.recordRepeatedOutcomes(count: Int(uncommitted))
+                logger.warning(
+                    "final commit did not succeed in time; their next owner repeats these outcomes",
+                    metadata: ["count": "\(uncommitted)"])
+                return
+            }
+            do {
+                if try await consumer.commitAndWait(done, timeout: remaining) {
+                    offsets.markCommitted(done)
+                    return
+                }
+            } catch {
+                logger.warning("final commit failed; retrying", metadata: ["error": "\(error)"])
+            }
+            // A refused commit is retried once the group had time to finish its rebalance.
+            try? await Task.sleep(for: min(.milliseconds(250), max(.zero, deadline - .now)))
+        }
+    }
+
+    /// Commits what is done and waits for the answer: only an acknowledged commit is marked as committed, so a commit
+    /// the group refused (while it rebalances) is made again, at the latest when the partition is revoked.
+    private func commitCompleted() async {
         let done = offsets.committable()
         guard !done.isEmpty else { return }
         do {
-            if wait {
-                try await consumer.commitAndWait(done)
-            } else {
-                try consumer.commit(done)
+            if try await consumer.commitAndWait(done, timeout: .seconds(5)) {
+                offsets.markCommitted(done)
             }
-            offsets.markCommitted(done)
         } catch {
             logger.warning("offset commit failed; retrying on the next round", metadata: ["error": "\(error)"])
         }

@@ -61,7 +61,9 @@ final class ChildProcess: Sendable {
             if let line = stdoutLines.value.first(where: { $0.hasPrefix(prefix) }) {
                 return String(line.dropFirst(prefix.count))
             }
-            guard process.isRunning else { throw ExitedEarly(product: product, stderr: stderr) }
+            guard process.isRunning else {
+                throw ExitedEarly(product: product, termination: termination, stderr: stderr)
+            }
             return nil
         }
     }
@@ -74,7 +76,9 @@ final class ChildProcess: Sendable {
             if let value = stderr.split(separator: "\n").lazy.compactMap({ extract(String($0)) }).first {
                 return value
             }
-            guard process.isRunning else { throw ExitedEarly(product: product, stderr: stderr) }
+            guard process.isRunning else {
+                throw ExitedEarly(product: product, termination: termination, stderr: stderr)
+            }
             return nil
         }
     }
@@ -102,12 +106,16 @@ final class ChildProcess: Sendable {
         }
     }
 
+    /// How the process ended; only once it has.
+    private var termination: Termination {
+        process.terminationReason == .exit ? .exited(process.terminationStatus) : .killed(process.terminationStatus)
+    }
+
     /// Waits for the process to end.
     func waitForExit(timeout: Duration = .seconds(60)) async throws -> Termination {
         try await waitFor("\(product) to exit", timeout: timeout) {
             guard !process.isRunning else { return nil }
-            return process.terminationReason == .exit
-                ? .exited(process.terminationStatus) : .killed(process.terminationStatus)
+            return termination
         }
     }
 
@@ -123,8 +131,11 @@ final class ChildProcess: Sendable {
 
 struct ExitedEarly: Error, CustomStringConvertible {
     var product: String
+    var termination: ChildProcess.Termination
     var stderr: String
-    var description: String { "\(product) exited early; its standard error ends with:\n\(stderr.suffix(2000))" }
+    var description: String {
+        "\(product) exited early (\(termination)); its standard error ends with:\n\(stderr.suffix(2000))"
+    }
 }
 
 struct TimedOut: Error, CustomStringConvertible {
