@@ -22,8 +22,9 @@ struct ConsumerStateMachine {
 
     /// What the poll thread does on its next turn.
     enum PollStep: Equatable {
-        /// Poll, after pausing and resuming these partitions in librdkafka.
-        case poll(pause: [TopicPartition], resume: [TopicPartition])
+        /// Poll, after pausing and resuming these partitions in librdkafka and forgetting the delivered positions of
+        /// the `rewound` ones (a caller moved their fetch position).
+        case poll(pause: [TopicPartition], resume: [TopicPartition], rewound: Set<TopicPartition>)
         case close
     }
 
@@ -42,6 +43,7 @@ struct ConsumerStateMachine {
     /// What librdkafka has paused now; changed only through `nextPollStep` and the rebalance events.
     private var pausedInLibrary: Set<TopicPartition> = []
     private var closeWaiters: [CheckedContinuation<Void, any Error>] = []
+    private var rewound: Set<TopicPartition> = []
 
     var isReaderGone: Bool { readerGone }
 
@@ -100,6 +102,11 @@ struct ConsumerStateMachine {
         pausedByCaller.subtract(partitions)
     }
 
+    /// A caller moved the fetch position of `partition`: its records may come again.
+    mutating func rewind(_ partition: TopicPartition) {
+        rewound.insert(partition)
+    }
+
     enum CloseAction {
         case wakePollThread
         case alreadyClosed(Result<Void, KafkaError>)
@@ -137,7 +144,8 @@ struct ConsumerStateMachine {
         }
         pausedInLibrary.formUnion(pause)
         pausedInLibrary.subtract(resume)
-        return .poll(pause: pause, resume: resume)
+        defer { rewound.removeAll() }
+        return .poll(pause: pause, resume: resume, rewound: rewound)
     }
 
     /// librdkafka took `partitions` over. Returns those to pause before their first fetch.

@@ -121,15 +121,10 @@ public final class KafkaConsumer: Sendable {
         try client.subscribe(topics: topics)
     }
 
-    /// Commits without waiting; a failure is logged. `offsets` are the next offsets to read.
-    public func commit(_ offsets: [TopicPartition: Int64]) throws {
-        try client.commit(offsets, wait: false)
-    }
-
-    /// Commits and waits for the coordinator's answer, on a thread outside Swift's cooperative pool.
+    /// Commits `offsets` (the next offsets to read) and waits for the coordinator's answer, on a thread outside Swift's cooperative pool.
     public func commitAndWait(_ offsets: [TopicPartition: Int64]) async throws {
         let client = self.client
-        try await client.runBlocking { try client.commit(offsets, wait: true) }
+        try await client.runBlocking { try client.commit(offsets) }
     }
 
     /// As `commitAndWait(_:)`, waiting at most `timeout` (with no coordinator reachable a commit can wait far
@@ -157,6 +152,7 @@ public final class KafkaConsumer: Sendable {
     /// delivered.
     public func seek(_ partition: TopicPartition, to offset: Int64) async throws {
         let client = self.client
+        shared.update { $0.rewind(partition) }
         try await client.runBlocking { try client.seek(partition, to: offset, timeoutMilliseconds: 10_000) }
     }
 
@@ -247,6 +243,11 @@ final class ConsumerPollLoop: RebalanceHandling {
     /// Events of the turn in progress, not yet yielded to the reader.
     private var pending: [KafkaConsumerEvent] = []
     private var batch: [KafkaConsumerRecord] = []
+    /// Per assigned partition, the offset after the last record delivered. librdkafka 2.0.2 can fetch records a
+    /// second time after a pause and resume (seen under load: most of a backlog delivered twice); within one
+    /// assignment a record below this offset is such a repeat, and is dropped.
+    private var nextOffsets: [TopicPartition: Int64] = [:]
+    private var repeatsDropped = 0
 
     private init(
         client: RDKafkaClient, shared: ConsumerShared, source: KafkaConsumerEvents.Producer.Source, maxBatch: Int,
@@ -279,11 +280,12 @@ final class ConsumerPollLoop: RebalanceHandling {
     }
 
     private func run() {
-        while case .poll(let pause, let resume) = shared.state.withLock({ $0.nextPollStep() }) {
+        while case .poll(let pause, let resume, let rewound) = shared.state.withLock({ $0.nextPollStep() }) {
             if let fatal = client.fatalError {
                 logger.error("Kafka consumer stops after a fatal error", metadata: ["error": "\(fatal)"])
                 break
             }
+            for partition in rewound { nextOffsets[partition] = nil }
             apply(pause: pause, resume: resume)
             pollBatch()
         }
@@ -312,7 +314,17 @@ final class ConsumerPollLoop: RebalanceHandling {
         var timeout: Int32 = 100
         while batch.count < maxBatch, let record = client.pollRecord(timeoutMilliseconds: timeout) {
             timeout = 0
+            let partition = record.topicPartition
+            if let next = nextOffsets[partition], record.offset < next {
+                repeatsDropped += 1
+                continue
+            }
+            nextOffsets[partition] = record.offset + 1
             batch.append(record)
+        }
+        if repeatsDropped > 0 {
+            logger.warning("Kafka records fetched again were dropped", metadata: ["count": "\(repeatsDropped)"])
+            repeatsDropped = 0
         }
         flushPending()
     }
@@ -375,11 +387,13 @@ final class ConsumerPollLoop: RebalanceHandling {
     }
 
     func revoked(_ partitions: [TopicPartition]) {
+        for partition in partitions { nextOffsets[partition] = nil }
         shared.state.withLock { $0.revoked(partitions) }
     }
 
     func rebalanceFailed(_ error: KafkaError) {
         logger.error("Kafka rebalance failed", metadata: ["error": "\(error)"])
+        nextOffsets.removeAll()
         shared.state.withLock { $0.assignmentDropped() }
     }
 }

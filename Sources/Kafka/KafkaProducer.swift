@@ -73,6 +73,9 @@ public final class KafkaProducer: Sendable {
         )
     }
 
+    /// Whether `close` was called: every send fails from then on.
+    public var isClosed: Bool { enqueues.isClosed }
+
     /// Waits until every enqueued record has its delivery report, on a thread outside the cooperative pool.
     public func flush(timeout: Duration) async throws {
         let client = self.client
@@ -118,6 +121,8 @@ final class EnqueueGate: Sendable {
     }
 
     private let state = Mutex(State())
+
+    var isClosed: Bool { state.withLock { $0.isClosed } }
 
     /// False once closed: the enqueue must not happen.
     func enter() -> Bool {
@@ -170,7 +175,8 @@ final class ProducerPollThread: Sendable {
                 client.poll(timeoutMilliseconds: 100)
             }
             client.purgeUndelivered()
-            try? client.flush(timeoutMilliseconds: 5_000)
+            // Only serves the purged records' reports: bounded, because a shutdown waits for it.
+            try? client.flush(timeoutMilliseconds: 500)
             let waiters = finished.withLock { state in
                 state.done = true
                 defer { state.waiters = [] }

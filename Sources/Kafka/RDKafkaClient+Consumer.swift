@@ -116,14 +116,12 @@ extension RDKafkaClient {
         }
     }
 
-    /// `offsets` are the next offsets to read. `wait` false returns at once; failures are then logged.
-    func commit(_ offsets: [TopicPartition: Int64], wait: Bool) throws {
+    /// Commits `offsets` (the next offsets to read) and blocks until the coordinator answered.
+    func commit(_ offsets: [TopicPartition: Int64]) throws {
         guard !offsets.isEmpty else { return }
         try Self.withPartitionList(offsets.lazy.map { ($0.key, $0.value) }) { list in
-            try Self.check(rd_kafka_commit(handle, list, wait ? 0 : 1), "commit")
-            if wait {
-                try Self.checkElements(of: list, "commit")
-            }
+            try Self.check(rd_kafka_commit(handle, list, 0), "commit")
+            try Self.checkElements(of: list, "commit")
         }
     }
 

@@ -14,13 +14,16 @@ struct OutcomePublisher: Sendable {
     private static let retryBase: Duration = .milliseconds(100)
     private static let retryCap: Duration = .seconds(5)
 
-    func publish(_ outcome: RecordOutcome, of record: KafkaConsumerRecord, completedAt: Date) async {
+    /// Returns false when it gave up: the task was cancelled (a shutdown or revocation stopped waiting for it) or the
+    /// producer is closed. The record then has no outcome and must stay uncommitted.
+    func publish(_ outcome: RecordOutcome, of record: KafkaConsumerRecord, completedAt: Date) async -> Bool {
         let message = self.message(for: outcome, of: record, completedAt: completedAt)
-        await sendRetrying(message, of: record, failedAttempts: 0)
+        return await sendRetrying(message, of: record, failedAttempts: 0)
     }
 
     /// Enqueues without waiting; `acknowledged` runs once the broker has the record: on the producer's poll
-    /// thread, or in a task of its own when the first attempt failed and had to be retried.
+    /// thread, or in a task of its own when the first attempt failed and had to be retried (never, if that task gives
+    /// up: see `publish(_:of:completedAt:)`).
     func publish(
         _ outcome: RecordOutcome, of record: KafkaConsumerRecord, completedAt: Date,
         acknowledged: @escaping @Sendable () -> Void
@@ -29,8 +32,7 @@ struct OutcomePublisher: Sendable {
         let retryInTask: @Sendable (any Error) -> Void = { error in
             logFailure(error, message, of: record, attempt: 1)
             Task {
-                await sendRetrying(message, of: record, failedAttempts: 1)
-                acknowledged()
+                if await sendRetrying(message, of: record, failedAttempts: 1) { acknowledged() }
             }
         }
         do {
@@ -47,21 +49,24 @@ struct OutcomePublisher: Sendable {
         }
     }
 
-    private func sendRetrying(_ message: OutgoingMessage, of record: KafkaConsumerRecord, failedAttempts: Int) async {
+    private func sendRetrying(_ message: OutgoingMessage, of record: KafkaConsumerRecord, failedAttempts: Int) async
+        -> Bool
+    {
         var attempt = failedAttempts
-        while true {
+        while !Task.isCancelled, !producer.isClosed {
             if attempt > 0 {
                 try? await Task.sleep(for: min(Self.retryCap, Self.retryBase * (1 << min(attempt, 6))))
             }
             do {
                 _ = try await producer.send(
                     topic: message.topic, key: message.key, value: message.value, headers: message.headers)
-                return
+                return true
             } catch {
                 attempt += 1
                 logFailure(error, message, of: record, attempt: attempt)
             }
         }
+        return false
     }
 
     private func logFailure(

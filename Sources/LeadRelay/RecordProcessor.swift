@@ -75,16 +75,18 @@ struct RecordProcessor: Sendable {
     }
 
     /// Takes a valid lead to its outcome with its dedupe key held, then publishes it. Returns false when the lead
-    /// was abandoned (through `commitment`, with its task cancelled) before the record had an outcome: the record
-    /// then stays uncommitted and is delivered again.
+    /// was abandoned (through `commitment`, with its task cancelled) before the record had an outcome, or its
+    /// outcome could not be published before the task was cancelled: the record then stays uncommitted and is
+    /// delivered again.
     func submitAndPublish(_ event: LeadEvent, of record: KafkaConsumerRecord, commitment: LeadCommitment) async -> Bool
     {
         let position = record.position
         let resolved = await exclusivity.withExclusiveAccess(to: event.dedupeKey) {
             await resolve(event, at: position, commitment: commitment)
         }
-        guard let outcome = resolved else { return false }
-        await publisher.publish(outcome, of: record, completedAt: Date())
+        guard let outcome = resolved, await publisher.publish(outcome, of: record, completedAt: Date()) else {
+            return false
+        }
         finished(outcome, of: record)
         return true
     }

@@ -26,22 +26,23 @@ extension EndToEnd {
                 kafka: kafka.bootstrapServers, simulator: simulator, groupID: uniqueName("relay"),
                 dedupeDatabase: scratch.path("dedupe.sqlite"))
             environment["LEAD_RELAY_MAX_PENDING_RECORDS"] = "20"
+            // Enough failures before the circuit opens for the first poll to fill the pending cap: an open circuit
+            // stops fetching.
+            environment["LEAD_RELAY_CIRCUIT_THRESHOLD"] = "30"
             environment["LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS"] = String(shutdownTimeout)
             let relay = try await RelayProcess(environment: environment.variables, scratch: scratch)
             do {
-                try await waitUntil("the circuit to open with the pending cap reached", timeout: .seconds(90)) {
+                try await waitUntil("the circuit to open with leads held", timeout: .seconds(90)) {
                     let metrics = try await relay.metrics()
                     return metrics.value("lead_relay_circuit_open") == 1
-                        && metrics.value("lead_relay_records_consumed_total") >= 20
+                        && metrics.value("lead_relay_records_consumed_total") > 0
                 }
             } catch {
                 Issue.record("\(error); the relay's log ends with:\n\(relay.process.stderr.suffix(3000))")
                 throw error
             }
             relay.process.signal(SIGTERM)
-            #expect(
-                try await relay.process.waitForExit(timeout: .seconds(shutdownTimeout + 2)) == .exited(0),
-                "\(relay.process.stderr.suffix(3000))")
+            try await expectExit(of: relay, within: .seconds(shutdownTimeout + 2))
 
             try await simulator.setFaults(SimulatorFaults())
             let successor = try await RelayProcess(environment: environment.variables, scratch: scratch)
@@ -52,6 +53,31 @@ extension EndToEnd {
             try await expectEachLeadStoredOnce(samples, by: simulator)
             try await expectOneSubmittedResultPerLeadAndNoDeadLetter(samples, kafka.bootstrapServers, producer)
             await producer.close()
+        }
+
+        /// Every broker gone mid-backlog (the group cannot even be left): SIGTERM still ends the relay with exit
+        /// status 0 within the shutdown timeout plus 2 s.
+        @Test func sigtermWithEveryBrokerGoneEndsOnTime() async throws {
+            let scratch = try ScratchDirectory()
+            let kafka = try await KafkaDevProcess(scratch: scratch)
+            let simulator = try await SimulatorProcess(scratch: scratch, arguments: ["--latency-ms", "200"])
+            let producer = try TestProducer(bootstrapServers: kafka.bootstrapServers)
+            _ = try await producer.produce(distinctValidLeads(100, namespace: uniqueName("brokers-gone"), seed: 111))
+            await producer.close()
+
+            let shutdownTimeout = 3
+            var environment = RelayEnvironment(
+                kafka: kafka.bootstrapServers, simulator: simulator, groupID: uniqueName("relay"),
+                dedupeDatabase: scratch.path("dedupe.sqlite"))
+            environment["LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS"] = String(shutdownTimeout)
+            let relay = try await RelayProcess(environment: environment.variables, scratch: scratch)
+            try await waitUntil("leads flowing", timeout: .seconds(90)) {
+                try await simulator.stats().leadsStored >= 5
+            }
+            kafka.process.signal(SIGKILL)
+            #expect(try await kafka.process.waitForExit() == .killed(SIGKILL))
+            relay.process.signal(SIGTERM)
+            try await expectExit(of: relay, within: .seconds(shutdownTimeout + 2))
         }
 
         /// Two relays with a backlog that keeps their pending caps full, and a third joining and leaving three
@@ -153,4 +179,20 @@ func repeatedOutcomesLogged(by relay: RelayProcess) -> Int {
         else { return nil }
         return Int(count)
     }.reduce(0, +)
+}
+
+/// The relay ends with exit status 0 within `bound`; otherwise the issue shows the end of its log.
+func expectExit(
+    of relay: RelayProcess, within bound: Duration, sourceLocation: SourceLocation = #_sourceLocation
+) async throws {
+    let termination: ChildProcess.Termination
+    do {
+        termination = try await relay.process.waitForExit(timeout: bound)
+    } catch {
+        Issue.record(
+            "\(error); the relay's log ends with:\n\(relay.process.stderr.suffix(3000))", sourceLocation: sourceLocation
+        )
+        return
+    }
+    #expect(termination == .exited(0), "\(relay.process.stderr.suffix(3000))", sourceLocation: sourceLocation)
 }

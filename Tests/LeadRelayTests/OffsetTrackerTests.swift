@@ -148,3 +148,48 @@ import Testing
         #expect(!commitment.commit())
     }
 }
+
+/// What the relay waits for and remembers through the tracker: idle partitions, commits, finished records.
+@Suite struct OffsetTrackerSignalTests {
+    let p0 = TopicPartition(topic: "leads.submitted", partition: 0)
+    let p1 = TopicPartition(topic: "leads.submitted", partition: 1)
+
+    @Test func waitingForRevokedPartitionsEndsWithTheirLastCompletionNotWithOthers() async {
+        let tracker = OffsetTracker()
+        tracker.begin(p0, offset: 0)
+        tracker.begin(p1, offset: 0)
+        #expect(!(await tracker.waitUntilIdle([p0], deadline: .now)), "p0 still has a record in flight")
+        async let idle = tracker.waitUntilIdle([p0], deadline: .now + .seconds(600))
+        tracker.complete(p0, offset: 0)
+        #expect(await idle)
+        #expect(tracker.inFlightCount(p1) == 1)
+    }
+
+    @Test func aPartitionTakenAwayUncommittedAndGivenBackSkipsWhatWasFinishedHere() {
+        let tracker = OffsetTracker()
+        func record(_ offset: Int64) -> KafkaConsumerRecord {
+            KafkaConsumerRecord(topic: p0.topic, partition: p0.partition, offset: offset, key: nil, value: nil)
+        }
+        #expect(tracker.finishedBeforeRevocation([record(0)]) == nil, "nothing remembered: no per-record work")
+        for offset in Int64(0)..<4 { tracker.begin(p0, offset: offset) }
+        for offset in Int64(0)..<3 { tracker.complete(p0, offset: offset) }
+        #expect(tracker.remove([p0]) == 3, "three finished above the (absent) commit")
+        #expect(
+            tracker.finishedBeforeRevocation([record(1), record(2), record(3), record(1)]) == [
+                true, true, false, false,
+            ])
+        #expect(tracker.finishedBeforeRevocation([record(0)]) == nil, "the first record past the point ends it")
+    }
+
+    @Test func theCommitterIsWokenByACompletionThatMakesSomethingCommittable() async {
+        let tracker = OffsetTracker()
+        tracker.begin(p0, offset: 5)
+        tracker.begin(p0, offset: 6)
+        async let woken: Void = tracker.waitUntilCommittable()
+        tracker.complete(p0, offset: 6)
+        #expect(tracker.committable().isEmpty, "6 waits for 5")
+        tracker.complete(p0, offset: 5)
+        await woken
+        #expect(tracker.committable() == [p0: 7])
+    }
+}
