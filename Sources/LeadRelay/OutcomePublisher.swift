@@ -1,6 +1,7 @@
 import Foundation
 import Kafka
 import Logging
+import RelayPrimitives
 
 /// Publishes each record's outcome: a result record, or the input record byte for byte with the
 /// dead-letter headers. Either way completes only once the broker acknowledged the write, because the
@@ -11,8 +12,7 @@ struct OutcomePublisher: Sendable {
     let deadLetterTopic: String
     let logger: Logger
 
-    private static let retryBase: Duration = .milliseconds(100)
-    private static let retryCap: Duration = .seconds(5)
+    private static let retryBackoff = Backoff(base: .milliseconds(200), max: .seconds(5))
 
     func publish(_ outcome: RecordOutcome, of record: KafkaConsumerRecord, completedAt: Date) async {
         let message = self.message(for: outcome, of: record, completedAt: completedAt)
@@ -51,7 +51,7 @@ struct OutcomePublisher: Sendable {
         var attempt = failedAttempts
         while true {
             if attempt > 0 {
-                try? await Task.sleep(for: min(Self.retryCap, Self.retryBase * (1 << min(attempt, 6))))
+                try? await Task.sleep(for: Self.retryBackoff.delay(afterAttempt: attempt))
             }
             do {
                 _ = try await producer.send(

@@ -22,8 +22,6 @@ import Testing
                 "session.timeout.ms": "6000",
             ]
         )
-        #expect(configuration.bootstrapServers == "127.0.0.1:9092,127.0.0.1:9093")
-        #expect(configuration.sessionTimeoutMilliseconds == 6000)
     }
 
     @Test func redactsSecretValues() {

@@ -1,22 +1,6 @@
 import Foundation
 import Synchronization
 
-/// A value shared between a test and the tasks it starts.
-final class Locked<Value: Sendable>: Sendable {
-    private let storage: Mutex<Value>
-
-    init(_ value: Value) { storage = Mutex(value) }
-
-    var value: Value {
-        get { storage.withLock { $0 } }
-        set { storage.withLock { $0 = newValue } }
-    }
-
-    func withLock<Result>(_ body: (inout Value) -> Result) -> Result {
-        storage.withLock { body(&$0) }
-    }
-}
-
 /// A one-shot signal that tasks can wait for.
 final class Gate: Sendable {
     private let state = Mutex<(opened: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
@@ -39,16 +23,6 @@ final class Gate: Sendable {
         }
         for waiter in waiters { waiter.resume() }
     }
-}
-
-/// Polls `condition` every few milliseconds until it holds or 30 seconds pass.
-func eventually(_ condition: () -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + .seconds(30)
-    while !condition() {
-        if ContinuousClock.now > deadline { return false }
-        try? await Task.sleep(for: .milliseconds(2))
-    }
-    return true
 }
 
 /// A fresh directory for one test, removed afterwards.

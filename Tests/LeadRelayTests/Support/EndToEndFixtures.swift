@@ -4,6 +4,7 @@ import LeadRelayDemo
 import Logging
 import SeekerLeadsSimulator
 import Synchronization
+import TestSupport
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
@@ -15,10 +16,6 @@ let endToEndLogger: Logger = {
     logger.logLevel = .critical
     return logger
 }()
-
-func uniqueName(_ prefix: String) -> String {
-    "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
-}
 
 /// A directory for one test's files (dedupe databases, child processes' standard error), removed at the end.
 final class ScratchDirectory: Sendable {
