@@ -38,6 +38,7 @@ let package = Package(
             name: "Kafka",
             dependencies: [
                 "CRdKafka",
+                // Duration.timeInterval, once KafkaConsumer.swift drops its own copy of it.
                 "RelayPrimitives",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -46,12 +46,12 @@ extension EndToEnd {
                 marks.append(mark)
             }
             let usernameMark = Self.mark("KAFKA_SASL_USERNAME_FILE")
-            environment["KAFKA_SASL_USERNAME_FILE"] = try write(usernameMark, to: scratch.path("sasl-username"))
+            environment["KAFKA_SASL_USERNAME_FILE"] = try scratch.write(usernameMark + "\n", named: "sasl-username")
             marks.append(usernameMark)
             environment["SEEKER_LEADS_TOKEN"] = nil
             switch authentication {
             case .staticTokenFromFile:
-                environment["SEEKER_LEADS_TOKEN_FILE"] = try write(simulator.token, to: scratch.path("token"))
+                environment["SEEKER_LEADS_TOKEN_FILE"] = try scratch.write(simulator.token + "\n", named: "token")
                 marks.append(simulator.token)
             case .clientCredentials:
                 environment["SEEKER_LEADS_TOKEN_URL"] = simulator.baseURL + "/oauth/token"
@@ -89,11 +89,6 @@ extension EndToEnd {
             let output = relay.stdout.joined(separator: "\n") + relay.stderr
             #expect(output.contains(KafkaConfiguration.propertyName(forEnvironmentVariable: variable) ?? variable))
             #expect(!output.contains(mark), "the value of \(variable) appears in: \(output)")
-        }
-
-        private func write(_ contents: String, to path: String) throws -> String {
-            try (contents + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-            return path
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Kafka
+import TestSupport
 import Testing
 
 @testable import LeadRelay
@@ -60,16 +61,10 @@ import Testing
 
     private static func mark(_ index: Int) -> String { "MARK-xyz-\(index)" }
 
+    /// Each of `contents` in a file of its own, ending in a newline as editors write them.
     private func withFiles(_ contents: [String], _ body: ([String]) throws -> Void) throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("secrets-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let paths = try contents.enumerated().map { index, text in
-            let path = directory.appendingPathComponent("\(index)").path
-            try (text + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-            return path
-        }
-        try body(paths)
+        let scratch = try ScratchDirectory()
+        try body(try contents.enumerated().map { index, text in try scratch.write(text + "\n", named: "\(index)") })
     }
 
     @Test func descriptionWithAStaticTokenShowsNoSecret() throws {

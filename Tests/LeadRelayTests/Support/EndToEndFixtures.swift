@@ -17,20 +17,6 @@ let endToEndLogger: Logger = {
     return logger
 }()
 
-/// A directory for one test's files (dedupe databases, child processes' standard error), removed at the end.
-final class ScratchDirectory: Sendable {
-    let url: URL
-
-    init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("lead-relay-e2e-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
-
-    func path(_ name: String) -> String { url.appendingPathComponent(name).path }
-
-    deinit { try? FileManager.default.removeItem(at: url) }
-}
-
 /// The topics `lead-relay kafka-dev` creates by default, which are also the relay's defaults.
 enum Topics {
     static let input = "leads.submitted"

@@ -24,12 +24,3 @@ final class Gate: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 }
-
-/// A fresh directory for one test, removed afterwards.
-func withTemporaryDirectory<T>(_ body: (URL) throws -> T) throws -> T {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-        "lead-relay-tests-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: directory) }
-    return try body(directory)
-}
