@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-openapi-generator.git", from: "1.14.3"),
         .package(url: "https://github.com/apple/swift-openapi-runtime.git", from: "1.13.4"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
@@ -31,10 +32,14 @@ let package = Package(
         ),
         // mallopt, for the executable to cap glibc's malloc arenas.
         .systemLibrary(name: "CGlibcMalloc"),
+        // What the modules below share and none owns: JSON string escaping, Duration conversions, back-off.
+        .target(name: "RelayPrimitives"),
         .target(
             name: "Kafka",
             dependencies: [
                 "CRdKafka",
+                // Duration.timeInterval, once KafkaConsumer.swift drops its own copy of it.
+                "RelayPrimitives",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
@@ -42,14 +47,17 @@ let package = Package(
         .target(
             name: "LeadEvents",
             dependencies: [
-                .product(name: "Crypto", package: "swift-crypto")
+                "RelayPrimitives",
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .target(
             name: "SeekerLeads",
             dependencies: [
+                "RelayPrimitives",
                 .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -62,6 +70,8 @@ let package = Package(
             name: "SeekerLeadsSimulator",
             dependencies: [
                 "LeadEvents",
+                "RelayPrimitives",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
                 .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -78,7 +88,9 @@ let package = Package(
             dependencies: [
                 "Kafka",
                 "LeadEvents",
+                "RelayPrimitives",
                 "SeekerLeads",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -94,6 +106,7 @@ let package = Package(
                 "LeadRelay",
                 "SeekerLeadsSimulator",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -105,10 +118,9 @@ let package = Package(
                 "LeadEvents",
                 "LeadRelay",
                 "LeadRelayDemo",
-                "SeekerLeads",
-                "SeekerLeadsSimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -121,13 +133,15 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Helpers every test target wrote for itself: waiting for a condition, child processes, locked values.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "KafkaTests",
-            dependencies: ["Kafka"]
+            dependencies: ["Kafka", "TestSupport", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "LeadEventsTests",
-            dependencies: ["LeadEvents"],
+            dependencies: ["LeadEvents", "TestSupport"],
             // The scripts run from the source tree (the conformance check and the corpus generator).
             exclude: ["conformance.py", "make_fixtures.py"],
             resources: [.copy("Fixtures")]
@@ -135,8 +149,10 @@ let package = Package(
         .testTarget(
             name: "SeekerLeadsTests",
             dependencies: [
+                "RelayPrimitives",
                 "SeekerLeads",
                 "SeekerLeadsSimulator",
+                "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -144,13 +160,18 @@ let package = Package(
         .testTarget(
             name: "LeadRelayTests",
             dependencies: [
+                "Kafka",
                 "LeadRelay",
                 "LeadRelayDemo",
-                "Kafka",
-                "LeadEvents",
-                "SeekerLeads",
+                "RelayPrimitives",
                 "SeekerLeadsSimulator",
+                "TestSupport",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
     ]

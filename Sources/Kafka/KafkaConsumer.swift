@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Logging
 import NIOCore
+import RelayPrimitives
 import Synchronization
 
 public enum KafkaConsumerEvent: Sendable {
@@ -98,7 +99,8 @@ public final class KafkaConsumer: Sendable {
             finishOnDeinit: false,
             delegate: ConsumerEventsDelegate(shared: shared)
         )
-        let client = try RDKafkaClient(kind: .consumer, properties: properties, logger: logger)
+        let client = try RDKafkaClient(
+            kind: .consumer, properties: properties, secretProperties: configuration.secretProperties, logger: logger)
         shared.client.withLock { $0 = client }
         ConsumerPollLoop.start(
             client: client, shared: shared, source: sequence.source, maxBatch: maxBatch,

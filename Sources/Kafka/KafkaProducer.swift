@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import RelayPrimitives
 import Synchronization
 
 /// An idempotent producer (`enable.idempotence=true`, `acks=all`): each `send` returns once the broker
@@ -15,7 +16,8 @@ public final class KafkaProducer: Sendable {
             "enable.idempotence": "true",
             "acks": "all",
         ])
-        let client = try RDKafkaClient(kind: .producer, properties: properties, logger: logger)
+        let client = try RDKafkaClient(
+            kind: .producer, properties: properties, secretProperties: configuration.secretProperties, logger: logger)
         self.client = client
         self.logger = logger
         self.pollThread = ProducerPollThread(client: client)

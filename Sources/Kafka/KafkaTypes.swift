@@ -54,7 +54,8 @@ public struct KafkaConsumerRecord: Sendable {
     public var topicPartition: TopicPartition { TopicPartition(topic: topic, partition: partition) }
 }
 
-public struct KafkaDeliveryReport: Sendable {
+/// Where a record sits in Kafka: its topic, partition and offset.
+public struct KafkaRecordPosition: Sendable, Hashable {
     public var topic: String
     public var partition: Int32
     public var offset: Int64
@@ -65,3 +66,6 @@ public struct KafkaDeliveryReport: Sendable {
         self.offset = offset
     }
 }
+
+/// What the broker acknowledged for a produced record: where it stored it.
+public typealias KafkaDeliveryReport = KafkaRecordPosition

@@ -49,7 +49,7 @@ final class RDKafkaClient: @unchecked Sendable {
     /// Runs the blocking calls (synchronous commit, seek, flush, metadata) away from Swift's cooperative pool.
     private let blockingQueue: DispatchQueue
 
-    init(kind: Kind, properties: [String: String], logger: Logger) throws {
+    init(kind: Kind, properties: [String: String], secretProperties: Set<String> = [], logger: Logger) throws {
         let context = ClientCallbackContext(logger: logger)
         guard let configuration = rd_kafka_conf_new() else {
             throw KafkaError.state("rd_kafka_conf_new failed")
@@ -60,7 +60,8 @@ final class RDKafkaClient: @unchecked Sendable {
             if result != RD_KAFKA_CONF_OK {
                 rd_kafka_conf_destroy(configuration)
                 // librdkafka's message may quote the value, so it is left out for secret properties.
-                let detail = KafkaConfiguration.isSecret(name) ? "invalid value" : Self.string(errorText)
+                let isSecret = KafkaConfiguration.isSecret(name) || secretProperties.contains(name)
+                let detail = isSecret ? "invalid value" : Self.string(errorText)
                 throw KafkaError(
                     code: RD_KAFKA_RESP_ERR__INVALID_ARG.rawValue,
                     message: "configuration property \(name): \(detail)"
@@ -124,7 +125,7 @@ final class RDKafkaClient: @unchecked Sendable {
     static func fatalError(of handle: OpaquePointer) -> KafkaError {
         var text = [CChar](repeating: 0, count: 512)
         let underlying = rd_kafka_fatal_error(handle, &text, text.count)
-        return KafkaError(code: underlying.rawValue, message: string(text), isFatal: true, isRetriable: false)
+        return KafkaError(code: underlying.rawValue, message: string(text), isFatal: true)
     }
 
     static func check(_ error: rd_kafka_resp_err_t, _ context: String) throws {

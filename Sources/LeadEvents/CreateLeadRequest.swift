@@ -1,3 +1,5 @@
+import RelayPrimitives
+
 /// The body of `POST /leads`: only the fields `createLeadRequest` defines, each value exactly as it
 /// arrived. Absent optional fields stay absent (the schema's `language` default is never injected),
 /// and the synthesized `Codable` omits them instead of writing nulls.
@@ -73,8 +75,7 @@ public struct CreateLeadRequest: Sendable, Equatable, Codable {
     }
 }
 
-/// Writes compact JSON the way RFC 8785 (and ECMAScript's JSON.stringify) does for strings: `"` and `\`
-/// escaped, control characters as short escapes or lower-case `\u00xx`, everything else as it is.
+/// Writes compact JSON, strings escaped as RFC 8785 requires (`JSONString`).
 struct JSONWriter {
     var bytes: [UInt8] = []
     private var needsComma = false
@@ -117,31 +118,6 @@ struct JSONWriter {
     }
 
     mutating func string(_ value: String) {
-        bytes.append(UInt8(ascii: "\""))
-        for byte in value.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
-                bytes.append(UInt8(ascii: "\\"))
-                bytes.append(byte)
-            case 0x08: appendShortEscape(UInt8(ascii: "b"))
-            case 0x09: appendShortEscape(UInt8(ascii: "t"))
-            case 0x0A: appendShortEscape(UInt8(ascii: "n"))
-            case 0x0C: appendShortEscape(UInt8(ascii: "f"))
-            case 0x0D: appendShortEscape(UInt8(ascii: "r"))
-            case 0..<0x20:
-                let hexDigits = Array("0123456789abcdef".utf8)
-                bytes.append(contentsOf: Array("\\u00".utf8))
-                bytes.append(hexDigits[Int(byte >> 4)])
-                bytes.append(hexDigits[Int(byte & 0x0F)])
-            default:
-                bytes.append(byte)
-            }
-        }
-        bytes.append(UInt8(ascii: "\""))
-    }
-
-    private mutating func appendShortEscape(_ letter: UInt8) {
-        bytes.append(UInt8(ascii: "\\"))
-        bytes.append(letter)
+        JSONString.append(value, to: &bytes)
     }
 }

@@ -1,10 +1,11 @@
+import RelayPrimitives
 import Synchronization
 
 /// Stops sending to an API that keeps failing, and finds out when it is back with one request at a time.
 ///
 /// Closed, every caller may proceed. After `threshold` consecutive transient failures it opens: then one caller at a
-/// time gets a `.probe` permission, the first after `baseBackoff`, each next one after twice the previous pause (at
-/// most `maxBackoff`); the others wait. One success closes it. For credentials, an instance with threshold 1 opens on
+/// time gets a `.probe` permission, the first after `backoff.base`, each next one after twice the previous pause (at
+/// most `backoff.max`); the others wait. One success closes it. For credentials, an instance with threshold 1 opens on
 /// the first authentication failure and stays open until a probe authenticates.
 public final class CircuitBreaker: Sendable {
     public enum State: Sendable, Equatable {
@@ -44,17 +45,15 @@ public final class CircuitBreaker: Sendable {
     }
 
     public let threshold: Int
-    public let baseBackoff: Duration
-    public let maxBackoff: Duration
+    public let backoff: Backoff
     /// Every change of state, in order. Meant for one consumer (the pipeline pauses and resumes partitions).
     public let stateChanges: AsyncStream<State>
     private let stateContinuation: AsyncStream<State>.Continuation
     private let status = Mutex(Status())
 
-    public init(threshold: Int, baseBackoff: Duration, maxBackoff: Duration) {
+    public init(threshold: Int, backoff: Backoff) {
         self.threshold = max(1, threshold)
-        self.baseBackoff = baseBackoff
-        self.maxBackoff = max(baseBackoff, maxBackoff)
+        self.backoff = backoff
         (stateChanges, stateContinuation) = AsyncStream.makeStream(of: State.self)
     }
 
@@ -114,13 +113,13 @@ public final class CircuitBreaker: Sendable {
                 status.state = .open
                 status.failedProbes = 0
                 status.probeInFlight = false
-                scheduleProbe(after: baseBackoff, in: &status)
+                scheduleProbe(after: probeDelay(afterFailedProbes: 0), in: &status)
                 return true
             case .open:
                 guard permission == .probe, status.probeInFlight else { return false }
                 status.probeInFlight = false
                 status.failedProbes += 1
-                scheduleProbe(after: backoff(afterFailedProbes: status.failedProbes), in: &status)
+                scheduleProbe(after: probeDelay(afterFailedProbes: status.failedProbes), in: &status)
                 return false
             }
         }
@@ -138,11 +137,8 @@ public final class CircuitBreaker: Sendable {
     }
 
     /// The pause before the probe that follows `failedProbes` failed ones: base × 2^failedProbes, capped.
-    func backoff(afterFailedProbes failedProbes: Int) -> Duration {
-        let exponent = min(max(0, failedProbes), 40)
-        let factor = 1 << exponent
-        guard baseBackoff / .seconds(1) * Double(factor) < maxBackoff / .seconds(1) else { return maxBackoff }
-        return baseBackoff * factor
+    func probeDelay(afterFailedProbes failedProbes: Int) -> Duration {
+        backoff.delay(afterAttempt: failedProbes + 1)
     }
 
     private func scheduleProbe(after delay: Duration, in status: inout Status) {

@@ -1,18 +1,9 @@
 import Foundation
 import GRDB
+import Kafka
 
-/// Where a record sits: its topic, partition and offset.
-public struct RecordPosition: Sendable, Hashable {
-    public var topic: String
-    public var partition: Int32
-    public var offset: Int64
-
-    public init(topic: String, partition: Int32, offset: Int64) {
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-    }
-}
+/// Where an input record sits: the store keeps it beside the lead it carried.
+public typealias RecordPosition = KafkaRecordPosition
 
 /// A lead the API accepted: what a later DUPLICATE of it reports.
 public struct SubmittedLead: Sendable, Equatable {

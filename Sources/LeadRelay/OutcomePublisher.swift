@@ -1,6 +1,7 @@
 import Foundation
 import Kafka
 import Logging
+import RelayPrimitives
 
 /// Publishes each record's outcome: a result record, or the input record byte for byte with the
 /// dead-letter headers. Either way completes only once the broker acknowledged the write, because the
@@ -11,8 +12,7 @@ struct OutcomePublisher: Sendable {
     let deadLetterTopic: String
     let logger: Logger
 
-    private static let retryBase: Duration = .milliseconds(100)
-    private static let retryCap: Duration = .seconds(5)
+    private static let retryBackoff = Backoff(base: .milliseconds(200), max: .seconds(5))
 
     /// Returns false when it gave up: the task was cancelled (a shutdown or revocation stopped waiting for it) or the
     /// producer is closed. The record then has no outcome and must stay uncommitted.
@@ -55,7 +55,7 @@ struct OutcomePublisher: Sendable {
         var attempt = failedAttempts
         while !Task.isCancelled, !producer.isClosed {
             if attempt > 0 {
-                try? await Task.sleep(for: min(Self.retryCap, Self.retryBase * (1 << min(attempt, 6))))
+                try? await Task.sleep(for: Self.retryBackoff.delay(afterAttempt: attempt))
             }
             do {
                 _ = try await producer.send(

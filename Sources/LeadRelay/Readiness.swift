@@ -1,3 +1,4 @@
+import RelayPrimitives
 import Synchronization
 
 /// The named conditions `GET /health/ready` requires. Flags are set by the parts that know (the pipeline sets
@@ -65,15 +66,15 @@ public struct ReadinessReport: Sendable, Equatable {
         var text = "{\"status\":" + (isReady ? "\"ready\"" : "\"not_ready\"") + ",\"checks\":{"
         text += passing.keys.sorted().map { name in
             var entry = ""
-            JSONText.appendString(name, to: &entry)
+            JSONString.append(name, to: &entry)
             return entry + ":" + (passing[name] == true ? "\"pass\"" : "\"fail\"")
         }.joined(separator: ",")
         text += "},\"failing\":["
         text += failingChecks.map { name in
             var entry = "{\"check\":"
-            JSONText.appendString(name, to: &entry)
+            JSONString.append(name, to: &entry)
             entry += ",\"reason\":"
-            JSONText.appendString(reasons[name] ?? "failing", to: &entry)
+            JSONString.append(reasons[name] ?? "failing", to: &entry)
             return entry + "}"
         }.joined(separator: ",")
         return text + "]}"

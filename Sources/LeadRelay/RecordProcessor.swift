@@ -2,6 +2,7 @@ import Foundation
 import Kafka
 import LeadEvents
 import Logging
+import RelayPrimitives
 import SeekerLeads
 
 /// Takes consumed records to their outcomes: decode, validate, dedupe, submit, publish.
@@ -180,14 +181,15 @@ struct RecordProcessor: Sendable {
     /// The dedupe store is local; a failure is a disk or lock problem that passes, so wait it out
     /// rather than let the record reach an outcome that might post it twice.
     private func retryingStoreAccess<T: Sendable>(_ access: @Sendable () throws -> T) async -> T {
-        var delay: Duration = .milliseconds(50)
+        let backoff = Backoff(base: .milliseconds(50), max: .seconds(5))
+        var failedAttempts = 0
         while true {
             do {
                 return try access()
             } catch {
                 logger.error("dedupe store access failed; retrying", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(5))
+                failedAttempts += 1
+                try? await Task.sleep(for: backoff.delay(afterAttempt: failedAttempts))
             }
         }
     }

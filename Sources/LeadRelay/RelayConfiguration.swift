@@ -1,5 +1,7 @@
 import Foundation
+import Kafka
 import Logging
+import RelayPrimitives
 
 /// A configuration value that stops start-up: the pipeline prints `line` and exits with status 2.
 public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
@@ -19,7 +21,8 @@ public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
 
 /// Everything `lead-relay run` reads from its environment, validated and converted to plain Swift values.
 ///
-/// The pipeline maps these values onto the Kafka and SeekerLeads configuration types; this type knows neither.
+/// The pipeline maps these values onto the Kafka and SeekerLeads configuration types; this type knows only
+/// Kafka's test of which settings are secret.
 public struct RelayConfiguration: Sendable {
     public enum LogFormat: String, Sendable, CaseIterable {
         case json
@@ -34,6 +37,8 @@ public struct RelayConfiguration: Sendable {
 
     /// librdkafka properties from every `KAFKA_<NAME>` variable, `bootstrap.servers` included.
     public var kafkaProperties: [String: String]
+    /// The properties of `kafkaProperties` read from a `KAFKA_<NAME>_FILE`: secret whatever their name.
+    public var kafkaPropertiesReadFromFiles: Set<String>
     public var groupID: String
     public var inputTopic: String
     public var resultsTopic: String
@@ -64,8 +69,6 @@ public struct RelayConfiguration: Sendable {
     public var logLevel: Logger.Level
     public var logFormat: LogFormat
 
-    public var kafkaBootstrapServers: String { kafkaProperties["bootstrap.servers"] ?? "" }
-
     /// Reads and validates the environment. Secrets may be given as `<NAME>_FILE`, the path of a file holding them.
     public static func fromEnvironment(_ env: [String: String]) throws(ConfigurationError) -> RelayConfiguration {
         let reader = EnvironmentReader(env)
@@ -76,14 +79,16 @@ public struct RelayConfiguration: Sendable {
         let retryDeadlineSeconds = try reader.integer(
             "LEAD_RELAY_RETRY_DEADLINE_SECONDS", default: 3600, in: 0...31_536_000)
 
+        let kafka = try reader.kafkaProperties()
         return RelayConfiguration(
-            kafkaProperties: try reader.kafkaProperties(),
+            kafkaProperties: kafka.properties,
+            kafkaPropertiesReadFromFiles: kafka.readFromFiles,
             groupID: try reader.groupID("LEAD_RELAY_GROUP_ID", default: "lead-relay"),
             inputTopic: try reader.topic("LEAD_RELAY_INPUT_TOPIC", default: "leads.submitted"),
             resultsTopic: try reader.topic("LEAD_RELAY_RESULTS_TOPIC", default: "leads.results"),
             deadLetterTopic: try reader.topic("LEAD_RELAY_DLQ_TOPIC", default: "leads.dlq"),
             eventType: try reader.nonEmptyLine("LEAD_RELAY_EVENT_TYPE", default: "lead.submitted"),
-            maxEventBytes: try reader.integer("LEAD_RELAY_MAX_EVENT_BYTES", default: 65_536, in: 1...16_777_216),
+            maxEventBytes: try maxEventBytes(env),
             seekerLeadsBaseURL: baseURL,
             seekerLeadsAuthentication: try reader.authentication(baseURL: baseURL),
             seekerLeadsTimeout: .milliseconds(
@@ -111,6 +116,32 @@ public struct RelayConfiguration: Sendable {
                 "LEAD_RELAY_LOG_FORMAT", default: .json, choices: LogFormat.allCases.map { ($0.rawValue, $0) })
         )
     }
+
+    /// `LEAD_RELAY_MAX_EVENT_BYTES`, the largest event value the decoder accepts (default 64 KiB, at most 16 MiB):
+    /// `lead-relay run` and `lead-relay validate` read it alike.
+    public static func maxEventBytes(_ env: [String: String]) throws(ConfigurationError) -> Int {
+        try EnvironmentReader(env).integer("LEAD_RELAY_MAX_EVENT_BYTES", default: 65_536, in: 1...16_777_216)
+    }
+
+    /// The API's retries and the circuit breakers' probes back off alike (`LEAD_RELAY_RETRY_BASE_MS`,
+    /// `LEAD_RELAY_RETRY_MAX_MS`).
+    public var retryBackoff: Backoff { Backoff(base: retryBase, max: retryMax) }
+
+    /// The Kafka settings of `kafkaProperties`, with the values read from files marked secret.
+    public var kafkaConfiguration: KafkaConfiguration {
+        KafkaConfiguration(properties: kafkaProperties, secretProperties: kafkaPropertiesReadFromFiles)
+    }
+
+    /// Whether the value of the environment variable `name` is secret, so that no log line, error message or
+    /// metric may show it: the API's token and client secret, every `KAFKA_<NAME>` whose property
+    /// `KafkaConfiguration.isSecret(_:)` names, and any `<NAME>_FILE`, whose file's contents are secret whatever
+    /// they configure.
+    public static func isSecret(variable name: String) -> Bool {
+        if name.hasSuffix("_FILE") || name == "SEEKER_LEADS_TOKEN" || name == "SEEKER_LEADS_CLIENT_SECRET" {
+            return true
+        }
+        return KafkaConfiguration.propertyName(forEnvironmentVariable: name).map(KafkaConfiguration.isSecret) ?? false
+    }
 }
 
 extension RelayConfiguration: CustomStringConvertible {
@@ -123,8 +154,9 @@ extension RelayConfiguration: CustomStringConvertible {
                 "client-credentials(tokenURL: \(tokenURL.absoluteString), clientID: [redacted], "
                     + "clientSecret: [redacted], audience: \(audience))"
             }
+        let kafkaConfiguration = kafkaConfiguration
         let kafka = kafkaProperties.sorted { $0.key < $1.key }.map { key, value in
-            "\(key)=\(EnvironmentReader.isSecretName(key) ? "[redacted]" : value)"
+            "\(key)=\(kafkaConfiguration.isSecretValue(of: key) ? "[redacted]" : value)"
         }
         return """
             RelayConfiguration(kafka: [\(kafka.joined(separator: ", "))], groupID: \(groupID), \
@@ -147,12 +179,6 @@ struct EnvironmentReader {
 
     init(_ env: [String: String]) { self.env = env }
 
-    /// Kafka property names and variable names that hold secrets: their values are never printed.
-    static func isSecretName(_ name: String) -> Bool {
-        let upper = name.uppercased()
-        return upper.contains("PASSWORD") || upper.contains("SECRET")
-    }
-
     /// The raw value of `name`, or of the file named by `<name>_FILE`; `nil` when neither is set.
     func value(_ name: String, fileAllowed: Bool = false) throws(ConfigurationError) -> String? {
         let fileVariable = name + "_FILE"
@@ -173,6 +199,11 @@ struct EnvironmentReader {
         return String(trimmed)
     }
 
+    /// `, got "<value>"` for an error line, or nothing when the value is secret (`RelayConfiguration.isSecret`).
+    private func shown(_ raw: String, of variable: String) -> String {
+        RelayConfiguration.isSecret(variable: variable) ? "" : ", got \(quoted(raw))"
+    }
+
     func required(_ name: String, fileAllowed: Bool = false) throws(ConfigurationError) -> String {
         guard let value = try value(name, fileAllowed: fileAllowed) else {
             throw ConfigurationError(variable: name, message: fileAllowed ? "required (or \(name)_FILE)" : "required")
@@ -188,7 +219,7 @@ struct EnvironmentReader {
         guard let value = Int(raw), range.contains(value) else {
             throw ConfigurationError(
                 variable: name,
-                message: "must be an integer from \(range.lowerBound) to \(range.upperBound), got \(quoted(raw))")
+                message: "must be an integer from \(range.lowerBound) to \(range.upperBound)\(shown(raw, of: name))")
         }
         return value
     }
@@ -200,7 +231,7 @@ struct EnvironmentReader {
         guard let raw = env[name] else { return defaultValue }
         guard let match = choices.first(where: { $0.0 == raw.lowercased() }) else {
             let names = choices.map(\.0).joined(separator: "|")
-            throw ConfigurationError(variable: name, message: "must be one of \(names), got \(quoted(raw))")
+            throw ConfigurationError(variable: name, message: "must be one of \(names)\(shown(raw, of: name))")
         }
         return match.1
     }
@@ -208,7 +239,7 @@ struct EnvironmentReader {
     func nonEmptyLine(_ name: String, default defaultValue: String) throws(ConfigurationError) -> String {
         guard let raw = env[name] else { return defaultValue }
         guard !raw.isEmpty, !raw.contains(where: \.isNewline) else {
-            throw ConfigurationError(variable: name, message: "must be a non-empty single line, got \(quoted(raw))")
+            throw ConfigurationError(variable: name, message: "must be a non-empty single line\(shown(raw, of: name))")
         }
         return raw
     }
@@ -220,7 +251,8 @@ struct EnvironmentReader {
             raw.utf8.allSatisfy({ Self.isTopicByte($0) })
         else {
             throw ConfigurationError(
-                variable: name, message: "must be a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -), got \(quoted(raw))")
+                variable: name,
+                message: "must be a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)\(shown(raw, of: name))")
         }
         return raw
     }
@@ -229,7 +261,7 @@ struct EnvironmentReader {
         guard let raw = env[name] else { return defaultValue }
         guard !raw.isEmpty, raw.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }) else {
             throw ConfigurationError(
-                variable: name, message: "must be a non-empty group id without spaces, got \(quoted(raw))")
+                variable: name, message: "must be a non-empty group id without spaces\(shown(raw, of: name))")
         }
         return raw
     }
@@ -237,7 +269,8 @@ struct EnvironmentReader {
     func host(_ name: String, default defaultValue: String) throws(ConfigurationError) -> String {
         guard let raw = env[name] else { return defaultValue }
         guard Self.isHost(raw) else {
-            throw ConfigurationError(variable: name, message: "must be a host name or IP address, got \(quoted(raw))")
+            throw ConfigurationError(
+                variable: name, message: "must be a host name or IP address\(shown(raw, of: name))")
         }
         return raw
     }
@@ -248,7 +281,7 @@ struct EnvironmentReader {
             let host = url.host, !host.isEmpty, url.user == nil, url.query == nil, url.fragment == nil
         else {
             throw ConfigurationError(
-                variable: name, message: "must be an absolute http or https URL, got \(quoted(raw))")
+                variable: name, message: "must be an absolute http or https URL\(shown(raw, of: name))")
         }
         return url
     }
@@ -283,26 +316,32 @@ struct EnvironmentReader {
             tokenURL: tokenURL, clientID: clientID, clientSecret: clientSecret, audience: audience)
     }
 
-    /// `KAFKA_<NAME>` becomes `<name>` lower-cased with `_` turned into `.`; `KAFKA_<NAME>_FILE` supplies `<NAME>`'s value.
-    func kafkaProperties() throws(ConfigurationError) -> [String: String] {
+    /// Each `KAFKA_<NAME>` sets the property `KafkaConfiguration.propertyName(forEnvironmentVariable:)` names;
+    /// `KAFKA_<NAME>_FILE` supplies `<NAME>`'s value, and marks it read from a file.
+    func kafkaProperties() throws(ConfigurationError) -> (properties: [String: String], readFromFiles: Set<String>) {
         var names = Set<String>()
-        for variable in env.keys where variable.hasPrefix("KAFKA_") && variable.count > "KAFKA_".count {
-            names.insert(variable.hasSuffix("_FILE") ? String(variable.dropLast("_FILE".count)) : variable)
+        for variable in env.keys {
+            let name = variable.hasSuffix("_FILE") ? String(variable.dropLast("_FILE".count)) : variable
+            if KafkaConfiguration.propertyName(forEnvironmentVariable: name) != nil { names.insert(name) }
         }
-        names.remove("KAFKA")
         var properties: [String: String] = [:]
+        var readFromFiles = Set<String>()
         for variable in names.sorted() {
-            guard let value = try value(variable, fileAllowed: true) else { continue }
-            let property = variable.dropFirst("KAFKA_".count).lowercased().replacingOccurrences(of: "_", with: ".")
+            guard let value = try value(variable, fileAllowed: true),
+                let property = KafkaConfiguration.propertyName(forEnvironmentVariable: variable)
+            else { continue }
             properties[property] = value
+            if env[variable + "_FILE"] != nil { readFromFiles.insert(property) }
         }
         let servers = try required("KAFKA_BOOTSTRAP_SERVERS", fileAllowed: true)
         guard Self.isBootstrapList(servers) else {
+            let variable =
+                env["KAFKA_BOOTSTRAP_SERVERS_FILE"] != nil ? "KAFKA_BOOTSTRAP_SERVERS_FILE" : "KAFKA_BOOTSTRAP_SERVERS"
             throw ConfigurationError(
-                variable: "KAFKA_BOOTSTRAP_SERVERS",
-                message: "must be a comma-separated list of host:port, got \(quoted(servers))")
+                variable: variable,
+                message: "must be a comma-separated list of host:port\(shown(servers, of: variable))")
         }
-        return properties
+        return (properties, readFromFiles)
     }
 
     private static func isTopicByte(_ byte: UInt8) -> Bool {
@@ -361,17 +400,8 @@ struct EnvironmentReader {
     }
 }
 
-/// A value as the operator typed it, quoted and with control characters escaped, for error lines.
+/// A value as the operator typed it, for error lines: its first 200 characters as a JSON string, so that control
+/// characters cannot break the line or the terminal.
 func quoted(_ raw: String) -> String {
-    var result = "\""
-    for scalar in raw.unicodeScalars.prefix(200) {
-        switch scalar {
-        case "\"": result += "\\\""
-        case "\\": result += "\\\\"
-        case _ where scalar.value < 0x20 || scalar.value == 0x7F:
-            result += String(format: "\\u%04X", scalar.value)
-        default: result.unicodeScalars.append(scalar)
-        }
-    }
-    return result + "\""
+    JSONString.quoted(String(String.UnicodeScalarView(raw.unicodeScalars.prefix(200))))
 }

@@ -1,5 +1,6 @@
 import CoreMetrics
 import Prometheus
+import RelayPrimitives
 
 /// swift-metrics over a Prometheus registry, as `PrometheusMetricsFactory` but with a `# HELP` line for every metric
 /// (`promtool check metrics` requires one) and histogram buckets chosen per metric. Timers become histograms in
@@ -41,20 +42,18 @@ public struct RelayMetricsFactory: MetricsFactory {
     static let durationBuckets: [String: [Duration]] = [
         "lead_relay_end_to_end_seconds": [
             0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600,
-        ].map(seconds),
+        ].map(Duration.init(timeInterval:)),
         "lead_relay_budget_wait_seconds": [
             0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30, 60,
-        ].map(seconds),
+        ].map(Duration.init(timeInterval:)),
     ]
 
     /// Request durations: from a fast loopback answer to the client's timeout.
     static let defaultDurationBuckets: [Duration] = [
         0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 30,
-    ].map(seconds)
+    ].map(Duration.init(timeInterval:))
 
     static let defaultValueBuckets: [Double] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
-
-    private static func seconds(_ value: Double) -> Duration { .nanoseconds(Int64((value * 1e9).rounded())) }
 
     /// One help text per name, the same each time: the registry refuses a second, different one.
     private func descriptor(_ label: String) -> MetricNameDescriptor {

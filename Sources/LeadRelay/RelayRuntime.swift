@@ -3,9 +3,9 @@ import Kafka
 import LeadEvents
 import Logging
 import Prometheus
+import RelayPrimitives
 import SeekerLeads
 import ServiceLifecycle
-import Synchronization
 
 /// The relay assembled from its configuration: what `lead-relay run` and `lead-relay demo` start.
 public final class RelayRuntime: Sendable {
@@ -45,7 +45,7 @@ public final class RelayRuntime: Sendable {
         configuration: RelayConfiguration, registry: PrometheusCollectorRegistry, logger: Logger,
         onHTTPRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) throws {
-        let kafka = KafkaConfiguration(properties: configuration.kafkaProperties)
+        let kafka = configuration.kafkaConfiguration
         var consumerConfiguration = kafka
         consumerConfiguration.properties.merge(Self.consumerDefaults) { configured, _ in configured }
         let consumer = try KafkaConsumer(
@@ -65,11 +65,8 @@ public final class RelayRuntime: Sendable {
         readiness.addProbe(Readiness.dedupeStore) { dedupeStore.checkHealth() }
 
         let gates = SubmissionGates(
-            circuit: CircuitBreaker(
-                threshold: configuration.circuitThreshold, baseBackoff: configuration.retryBase,
-                maxBackoff: configuration.retryMax),
-            credentials: CircuitBreaker(
-                threshold: 1, baseBackoff: configuration.retryBase, maxBackoff: configuration.retryMax),
+            circuit: CircuitBreaker(threshold: configuration.circuitThreshold, backoff: configuration.retryBackoff),
+            credentials: CircuitBreaker(threshold: 1, backoff: configuration.retryBackoff),
             maxConcurrentAttempts: configuration.maxInFlight, metrics: metrics, readiness: readiness)
         let tally = OutcomeTally()
         let processor = RecordProcessor(
@@ -98,23 +95,6 @@ public final class RelayRuntime: Sendable {
     }
 }
 
-/// Outcomes counted in process, for the demo's progress line and summary.
-public final class OutcomeTally: Sendable {
-    private let counts = Mutex([RelayMetrics.Outcome: Int]())
-
-    public init() {}
-
-    func add(_ outcome: RelayMetrics.Outcome) {
-        counts.withLock { $0[outcome, default: 0] += 1 }
-    }
-
-    public func count(of outcome: RelayMetrics.Outcome) -> Int {
-        counts.withLock { $0[outcome, default: 0] }
-    }
-
-    public var total: Int { counts.withLock { $0.values.reduce(0, +) } }
-}
-
 extension SeekerLeadsClientConfiguration {
     init(_ configuration: RelayConfiguration) {
         let authentication: SeekerLeadsAuthentication
@@ -131,6 +111,6 @@ extension SeekerLeadsClientConfiguration {
             budget: RateBudgetConfiguration(
                 maxInFlight: configuration.maxInFlight, rateLimit: configuration.rateLimit,
                 window: configuration.rateWindow, margin: configuration.rateMargin),
-            retry: RetryPolicy(base: configuration.retryBase, max: configuration.retryMax))
+            retry: configuration.retryBackoff)
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Kafka
 import LeadEvents
 import Logging
+import RelayPrimitives
 import SeekerLeads
 import ServiceLifecycle
 import Synchronization
@@ -308,15 +309,16 @@ public final class RelayService: Service, Sendable {
     /// Readiness needs working credentials before the first lead needs them: fetch a token now,
     /// with back-off while the token endpoint fails.
     private func confirmCredentials() async {
-        var delay: Duration = .milliseconds(200)
+        let backoff = Backoff(base: .milliseconds(200), max: .seconds(30))
+        var failedAttempts = 0
         while !Task.isCancelled {
             if await client.checkCredentials() {
                 readiness.set(Readiness.credentials, passing: true)
                 return
             }
             readiness.set(Readiness.credentials, passing: false, reason: "no access token could be obtained")
-            try? await Task.sleep(for: delay)
-            delay = min(delay * 2, .seconds(30))
+            failedAttempts += 1
+            try? await Task.sleep(for: backoff.delay(afterAttempt: failedAttempts))
         }
     }
 

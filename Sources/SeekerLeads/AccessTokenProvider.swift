@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
+import RelayPrimitives
 
 /// Why no access token could be obtained. Never carries a secret or a response body.
 enum AccessTokenError: Error, CustomStringConvertible {
@@ -47,8 +48,6 @@ actor AccessTokenProvider {
     private let logger: Logger
     private var cached: CachedToken?
     private var inFlightFetch: Task<CachedToken, any Error>?
-    /// How many tokens were fetched from the token endpoint since start.
-    private(set) var fetchCount = 0
 
     init(
         authentication: SeekerLeadsAuthentication, httpClient: HTTPClient, timeout: Duration, userAgent: String,
@@ -103,7 +102,6 @@ actor AccessTokenProvider {
         else {
             return CachedToken(value: staticToken, refreshAfter: .now.advanced(by: .seconds(86_400 * 365)))
         }
-        fetchCount += 1
         var request = HTTPClientRequest(url: tokenURL)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")

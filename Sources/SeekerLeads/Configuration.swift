@@ -1,3 +1,5 @@
+import RelayPrimitives
+
 /// How the client obtains the bearer token it sends on every request.
 ///
 /// `description`, `debugDescription` and the mirror redact the secrets so that the value can be
@@ -53,34 +55,6 @@ public struct RateBudgetConfiguration: Sendable, Equatable {
     }
 }
 
-/// Exponential back-off with full jitter.
-public struct RetryPolicy: Sendable, Equatable {
-    /// The ceiling of the first retry's delay (`LEAD_RELAY_RETRY_BASE_MS`).
-    public var base: Duration = .milliseconds(200)
-    /// The largest ceiling any delay can have (`LEAD_RELAY_RETRY_MAX_MS`).
-    public var max: Duration = .seconds(30)
-
-    public init(base: Duration = .milliseconds(200), max: Duration = .seconds(30)) {
-        self.base = base
-        self.max = max
-    }
-
-    /// The delay before the next attempt after attempt number `attempt` (1-based) failed:
-    /// uniformly random between zero and `min(max, base * 2^(attempt - 1))`.
-    public func delay(afterAttempt attempt: Int) -> Duration {
-        ceiling(afterAttempt: attempt) * Double.random(in: 0...1)
-    }
-
-    /// The upper bound of `delay(afterAttempt:)`.
-    public func ceiling(afterAttempt attempt: Int) -> Duration {
-        let doublings = Swift.min(Swift.max(attempt - 1, 0), 62)
-        let baseSeconds = base.secondsValue
-        let maxSeconds = self.max.secondsValue
-        let ceilingSeconds = Swift.min(maxSeconds, baseSeconds * Double(UInt64(1) << UInt64(doublings)))
-        return .seconds(Swift.max(0, ceilingSeconds))
-    }
-}
-
 /// Everything the client needs to reach the API.
 public struct SeekerLeadsClientConfiguration: Sendable {
     /// The API's base URL (`SEEKER_LEADS_BASE_URL`), paths are appended to it.
@@ -91,7 +65,8 @@ public struct SeekerLeadsClientConfiguration: Sendable {
     /// Sent on every request, the API blocks requests without one.
     public var userAgent: String = "lead-relay/\(SeekerLeadsClientConfiguration.defaultVersion)"
     public var budget: RateBudgetConfiguration
-    public var retry: RetryPolicy
+    /// The ceilings of the jittered pauses between attempts (`LEAD_RELAY_RETRY_BASE_MS`, `LEAD_RELAY_RETRY_MAX_MS`).
+    public var retry: Backoff
 
     /// The version in the default `User-Agent`.
     public static let defaultVersion = "0.1.0"
@@ -102,7 +77,7 @@ public struct SeekerLeadsClientConfiguration: Sendable {
         timeout: Duration = .seconds(10),
         userAgent: String = "lead-relay/\(SeekerLeadsClientConfiguration.defaultVersion)",
         budget: RateBudgetConfiguration = RateBudgetConfiguration(),
-        retry: RetryPolicy = RetryPolicy()
+        retry: Backoff = Backoff(base: .milliseconds(200), max: .seconds(30))
     ) {
         self.baseURL = baseURL
         self.authentication = authentication
@@ -110,12 +85,5 @@ public struct SeekerLeadsClientConfiguration: Sendable {
         self.userAgent = userAgent
         self.budget = budget
         self.retry = retry
-    }
-}
-
-extension Duration {
-    var secondsValue: Double {
-        let parts = components
-        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
     }
 }

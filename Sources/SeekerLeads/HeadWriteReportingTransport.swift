@@ -4,6 +4,7 @@ import HTTPTypes
 import NIOCore
 import NIOHTTP1
 import OpenAPIRuntime
+import RelayPrimitives
 import Synchronization
 
 /// An OpenAPI transport over AsyncHTTPClient's delegate API.

@@ -1,4 +1,5 @@
 import Metrics
+import RelayPrimitives
 import Synchronization
 
 /// The API's budget shared by every caller in the process: at most `maxInFlight` requests
@@ -257,11 +258,4 @@ public final class RateBudget: Sendable {
 extension ContinuousClock.Instant {
     /// An instant that every real instant is after: "no constraint".
     fileprivate static let zeroReference = ContinuousClock.now.advanced(by: .seconds(-1_000_000))
-}
-
-extension Duration {
-    var nanosecondsValue: Int64 {
-        let parts = components
-        return parts.seconds &* 1_000_000_000 &+ parts.attoseconds / 1_000_000_000
-    }
 }

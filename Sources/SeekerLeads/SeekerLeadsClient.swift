@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import OpenAPIRuntime
+import RelayPrimitives
 
 /// The Seeker Leads API client: one long-lived HTTP client with a connection pool, the generated
 /// OpenAPI client over it, authentication, the shared rate budget and retries.
@@ -105,7 +106,7 @@ public final class SeekerLeadsClient: Sendable {
             attempts += 1
             await afterAttempt(outcome)
             guard case .transient(_, _, let retryAfter) = outcome else { return (outcome, attempts) }
-            let delay = max(retryAfter ?? .zero, configuration.retry.delay(afterAttempt: attempts))
+            let delay = max(retryAfter ?? .zero, configuration.retry.jitteredDelay(afterAttempt: attempts))
             let nextAttemptAt = ContinuousClock.now.advanced(by: delay)
             if let deadline, nextAttemptAt > deadline { return (outcome, attempts) }
             metrics.retries.increment()
@@ -123,9 +124,6 @@ public final class SeekerLeadsClient: Sendable {
             return false
         }
     }
-
-    /// How many tokens were fetched from the token endpoint.
-    public func tokenFetchCount() async -> Int { await tokens.fetchCount }
 
     /// Closes the connection pool. Call once, after the last request.
     public func shutdown() async throws {
@@ -208,7 +206,7 @@ public final class SeekerLeadsClient: Sendable {
         let rawBody = String(decoding: body, as: UTF8.self)
         let isJSONObject = (try? JSONSerialization.jsonObject(with: Data(body))) is [String: Any]
         let problem = isJSONObject ? try? JSONDecoder().decode(ProblemDetails.self, from: Data(body)) : nil
-        let detailsJSON = problem != nil ? rawBody : jsonString(rawBody)
+        let detailsJSON = problem != nil ? rawBody : JSONString.quoted(rawBody)
         return .rejected(httpStatus: status, problem: problem, rawBody: rawBody, detailsJSON: detailsJSON)
     }
 
@@ -241,13 +239,6 @@ public final class SeekerLeadsClient: Sendable {
         case nil:
             return .transient(httpStatus: nil, description: "access token unavailable", retryAfter: nil)
         }
-    }
-
-    private static func jsonString(_ text: String) -> String {
-        guard let data = try? JSONEncoder().encode([text]), let array = String(data: data, encoding: .utf8) else {
-            return "\"\""
-        }
-        return String(array.dropFirst().dropLast())
     }
 }
 

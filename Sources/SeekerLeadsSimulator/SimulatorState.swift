@@ -1,4 +1,5 @@
 import Foundation
+import RelayPrimitives
 import Synchronization
 
 /// The simulator's figures, as `GET /_sim/stats` returns them.
@@ -94,7 +95,7 @@ final class SimulatorState: Sendable {
     /// Counts the start when its head is read; over the budget means a violation. The request stays
     /// in flight until `requestEnded()`.
     func admit(at now: ContinuousClock.Instant) -> Arrival {
-        let sinceStart = (now - startedAt).nanoseconds
+        let sinceStart = (now - startedAt).nanosecondsValue
         return counters.withLock { state in
             state.inFlight += 1
             state.maxConcurrency = max(state.maxConcurrency, state.inFlight)
@@ -138,7 +139,7 @@ final class SimulatorState: Sendable {
                         method: method,
                         path: path,
                         arrivedAtNanos: arrivedAtNanos,
-                        answeredAtNanos: (answeredAt - startedAt).nanoseconds,
+                        answeredAtNanos: (answeredAt - startedAt).nanosecondsValue,
                         status: status ?? 0
                     )
                 )
@@ -280,11 +281,4 @@ final class SimulatorState: Sendable {
     }
 
     var requestLog: [SimulatorRequestRecord] { counters.withLock { $0.requestLog } }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let parts = components
-        return parts.seconds &* 1_000_000_000 &+ parts.attoseconds / 1_000_000_000
-    }
 }

@@ -22,8 +22,6 @@ import Testing
                 "session.timeout.ms": "6000",
             ]
         )
-        #expect(configuration.bootstrapServers == "127.0.0.1:9092,127.0.0.1:9093")
-        #expect(configuration.sessionTimeoutMilliseconds == 6000)
     }
 
     @Test func redactsSecretValues() {
@@ -53,5 +51,15 @@ import Testing
             _ = try KafkaProducer(configuration: configuration, logger: testLogger)
         }
         #expect(error?.message.contains("no.such.property") == true)
+    }
+
+    @Test func aRefusedValueMarkedSecretIsNotQuoted() {
+        let configuration = KafkaConfiguration(
+            properties: ["session.timeout.ms": "MARK-from-a-file"], secretProperties: ["session.timeout.ms"])
+        let error = #expect(throws: KafkaError.self) {
+            _ = try KafkaProducer(configuration: configuration, logger: testLogger)
+        }
+        #expect(error?.message.contains("session.timeout.ms") == true)
+        #expect(error?.message.contains("MARK") == false)
     }
 }

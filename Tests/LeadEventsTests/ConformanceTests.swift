@@ -1,5 +1,6 @@
 import Foundation
 import LeadEvents
+import TestSupport
 import Testing
 
 /// The schema file and the Swift validator must not drift apart: every structured fixture gets the
@@ -61,23 +62,15 @@ struct ConformanceTests {
     }
 
     static func runPythonValidator() throws -> [String: String] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [
-            "python3",
-            FixtureCorpus.sourceDirectory.appendingPathComponent("conformance.py").path,
-            FixtureCorpus.repositoryRoot.appendingPathComponent("schemas/lead-submitted.schema.json").path,
-            FixtureCorpus.sourceDirectory.appendingPathComponent("Fixtures").path,
-        ]
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "conformance.py failed: \(errorText)")
-        return try JSONDecoder().decode([String: String].self, from: data)
+        let run = try CompletedProcess.run(
+            URL(fileURLWithPath: "/usr/bin/env"),
+            arguments: [
+                "python3",
+                FixtureCorpus.sourceDirectory.appendingPathComponent("conformance.py").path,
+                FixtureCorpus.repositoryRoot.appendingPathComponent("schemas/lead-submitted.schema.json").path,
+                FixtureCorpus.sourceDirectory.appendingPathComponent("Fixtures").path,
+            ])
+        try #require(run.status == 0, "conformance.py failed: \(run.standardError)")
+        return try JSONDecoder().decode([String: String].self, from: Data(run.standardOutput.utf8))
     }
 }

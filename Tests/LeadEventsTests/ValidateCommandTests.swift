@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Runs the built `lead-relay validate` (it sits next to the test bundle in the build folder).
@@ -17,20 +18,9 @@ struct ValidateCommandTests {
     static func run(_ arguments: [String], standardInput: [UInt8] = []) throws -> Run {
         let executable = try #require(Self.executable)
         try #require(FileManager.default.isExecutableFile(atPath: executable.path), "build lead-relay first")
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = ["validate"] + arguments
-        let input = Pipe()
-        let output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        input.fileHandleForWriting.write(Data(standardInput))
-        try input.fileHandleForWriting.close()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, lines: text.split(separator: "\n").map(String.init))
+        let run = try CompletedProcess.run(
+            executable, arguments: ["validate"] + arguments, standardInput: standardInput)
+        return Run(status: run.status, lines: run.standardOutput.split(separator: "\n").map(String.init))
     }
 
     static func temporaryFile(_ bytes: [UInt8]) throws -> URL {

@@ -1,10 +1,12 @@
+import RelayPrimitives
+import TestSupport
 import Testing
 
 @testable import LeadRelay
 
 @Suite struct CircuitBreakerTests {
     private func tinyBreaker(threshold: Int = 3) -> CircuitBreaker {
-        CircuitBreaker(threshold: threshold, baseBackoff: .milliseconds(1), maxBackoff: .milliseconds(2))
+        CircuitBreaker(threshold: threshold, backoff: Backoff(base: .milliseconds(1), max: .milliseconds(2)))
     }
 
     @Test func opensAfterThresholdConsecutiveFailuresOnly() async throws {
@@ -31,12 +33,12 @@ import Testing
         let probe = try await breaker.waitForPermission()
         #expect(probe == .probe)
         let waiters = (0..<3).map { _ in Task { try await breaker.waitForPermission() } }
-        #expect(await eventually { breaker.waitingCount == 3 })
+        try await waitUntil { breaker.waitingCount == 3 }
 
         // A failed probe lets exactly one waiter probe next, after the back-off.
         breaker.recordTransientFailure(.probe)
         #expect(breaker.isOpen)
-        #expect(await eventually { breaker.waitingCount == 2 })
+        try await waitUntil { breaker.waitingCount == 2 }
         #expect(breaker.isOpen)
 
         breaker.recordSuccess()
@@ -50,7 +52,7 @@ import Testing
     }
 
     @Test func failuresOfRequestsStartedBeforeOpeningDoNotDelayProbes() async throws {
-        let breaker = CircuitBreaker(threshold: 1, baseBackoff: .milliseconds(1), maxBackoff: .seconds(3600))
+        let breaker = CircuitBreaker(threshold: 1, backoff: Backoff(base: .milliseconds(1), max: .seconds(3600)))
         breaker.recordTransientFailure(.normal)
         for _ in 0..<20 { breaker.recordTransientFailure(.normal) }
         // Had those counted as probe failures, the next probe would be an hour away.
@@ -62,7 +64,7 @@ import Testing
         breaker.recordTransientFailure(.normal)
         #expect(try await breaker.waitForPermission() == .probe)
         let next = Task { try await breaker.waitForPermission() }
-        #expect(await eventually { breaker.waitingCount == 1 })
+        try await waitUntil { breaker.waitingCount == 1 }
         breaker.probeAbandoned()
         #expect(try await next.value == .probe)
     }
@@ -72,7 +74,7 @@ import Testing
         breaker.recordTransientFailure(.normal)
         #expect(try await breaker.waitForPermission() == .probe)
         let waiter = Task { try await breaker.waitForPermission() }
-        #expect(await eventually { breaker.waitingCount == 1 })
+        try await waitUntil { breaker.waitingCount == 1 }
         waiter.cancel()
         await #expect(throws: CancellationError.self) { try await waiter.value }
         #expect(breaker.waitingCount == 0)
@@ -84,11 +86,11 @@ import Testing
     }
 
     @Test func backoffDoublesUpToTheCap() {
-        let breaker = CircuitBreaker(threshold: 5, baseBackoff: .milliseconds(100), maxBackoff: .seconds(1))
-        #expect(breaker.backoff(afterFailedProbes: 0) == .milliseconds(100))
-        #expect(breaker.backoff(afterFailedProbes: 1) == .milliseconds(200))
-        #expect(breaker.backoff(afterFailedProbes: 3) == .milliseconds(800))
-        #expect(breaker.backoff(afterFailedProbes: 4) == .seconds(1))
-        #expect(breaker.backoff(afterFailedProbes: 500) == .seconds(1))
+        let breaker = CircuitBreaker(threshold: 5, backoff: Backoff(base: .milliseconds(100), max: .seconds(1)))
+        #expect(breaker.probeDelay(afterFailedProbes: 0) == .milliseconds(100))
+        #expect(breaker.probeDelay(afterFailedProbes: 1) == .milliseconds(200))
+        #expect(breaker.probeDelay(afterFailedProbes: 3) == .milliseconds(800))
+        #expect(breaker.probeDelay(afterFailedProbes: 4) == .seconds(1))
+        #expect(breaker.probeDelay(afterFailedProbes: 500) == .seconds(1))
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import LeadRelay
@@ -13,69 +14,61 @@ import Testing
     }
 
     @Test func remembersWithinTheTTLAndForgetsAfter() throws {
-        try withTemporaryDirectory { directory in
-            let store = try DedupeStore(path: directory.appendingPathComponent("d.sqlite").path, ttl: .seconds(3600))
-            #expect(try store.submission(forKey: "ce:portal|1", now: Self.start) == nil)
-            try store.recordSubmitted(Self.lead("ce:portal|1"))
-            #expect(
-                try store.submission(forKey: "ce:portal|1", now: Self.start.addingTimeInterval(10))
-                    == Self.lead("ce:portal|1"))
-            #expect(try store.submission(forKey: "ce:portal|1", now: Self.start.addingTimeInterval(3600)) != nil)
-            #expect(try store.submission(forKey: "ce:portal|1", now: Self.start.addingTimeInterval(3601)) == nil)
-            #expect(try store.submission(forKey: "ce:portal|2", now: Self.start) == nil)
-        }
+        let scratch = try ScratchDirectory()
+        let store = try DedupeStore(path: scratch.path("d.sqlite"), ttl: .seconds(3600))
+        #expect(try store.submission(forKey: "ce:portal|1", now: Self.start) == nil)
+        try store.recordSubmitted(Self.lead("ce:portal|1"))
+        #expect(
+            try store.submission(forKey: "ce:portal|1", now: Self.start.addingTimeInterval(10))
+                == Self.lead("ce:portal|1"))
+        #expect(try store.submission(forKey: "ce:portal|1", now: Self.start.addingTimeInterval(3600)) != nil)
+        #expect(try store.submission(forKey: "ce:portal|1", now: Self.start.addingTimeInterval(3601)) == nil)
+        #expect(try store.submission(forKey: "ce:portal|2", now: Self.start) == nil)
     }
 
     @Test func remembersTheSubmittedInputRecord() throws {
-        try withTemporaryDirectory { directory in
-            let store = try DedupeStore(path: directory.appendingPathComponent("d.sqlite").path, ttl: .seconds(3600))
-            var lead = Self.lead("ce:portal|1")
-            lead.inputRecord = RecordPosition(topic: "leads.submitted", partition: 3, offset: 41)
-            try store.recordSubmitted(lead)
-            #expect(try store.submission(forKey: "ce:portal|1", now: Self.start) == lead)
-        }
+        let scratch = try ScratchDirectory()
+        let store = try DedupeStore(path: scratch.path("d.sqlite"), ttl: .seconds(3600))
+        var lead = Self.lead("ce:portal|1")
+        lead.inputRecord = RecordPosition(topic: "leads.submitted", partition: 3, offset: 41)
+        try store.recordSubmitted(lead)
+        #expect(try store.submission(forKey: "ce:portal|1", now: Self.start) == lead)
     }
 
     @Test func survivesReopening() throws {
-        try withTemporaryDirectory { directory in
-            let path = directory.appendingPathComponent("d.sqlite").path
-            do {
-                let store = try DedupeStore(path: path, ttl: .seconds(3600))
-                try store.recordSubmitted(Self.lead("sha256:abc"))
-            }
-            let reopened = try DedupeStore(path: path, ttl: .seconds(3600))
-            #expect(try reopened.submission(forKey: "sha256:abc", now: Self.start) == Self.lead("sha256:abc"))
-            #expect(reopened.checkHealth())
+        let scratch = try ScratchDirectory()
+        let path = scratch.path("d.sqlite")
+        do {
+            let store = try DedupeStore(path: path, ttl: .seconds(3600))
+            try store.recordSubmitted(Self.lead("sha256:abc"))
         }
+        let reopened = try DedupeStore(path: path, ttl: .seconds(3600))
+        #expect(try reopened.submission(forKey: "sha256:abc", now: Self.start) == Self.lead("sha256:abc"))
+        #expect(reopened.checkHealth())
     }
 
     @Test func resubmissionAfterExpiryReplacesTheOldEntry() throws {
-        try withTemporaryDirectory { directory in
-            let store = try DedupeStore(path: directory.appendingPathComponent("d.sqlite").path, ttl: .seconds(60))
-            try store.recordSubmitted(Self.lead("k"))
-            let later = Self.lead("k", at: Self.start.addingTimeInterval(120))
-            try store.recordSubmitted(later)
-            #expect(try store.submission(forKey: "k", now: Self.start.addingTimeInterval(130)) == later)
-        }
+        let scratch = try ScratchDirectory()
+        let store = try DedupeStore(path: scratch.path("d.sqlite"), ttl: .seconds(60))
+        try store.recordSubmitted(Self.lead("k"))
+        let later = Self.lead("k", at: Self.start.addingTimeInterval(120))
+        try store.recordSubmitted(later)
+        #expect(try store.submission(forKey: "k", now: Self.start.addingTimeInterval(130)) == later)
     }
 
     @Test func purgeRemovesOnlyExpiredEntries() throws {
-        try withTemporaryDirectory { directory in
-            let store = try DedupeStore(path: directory.appendingPathComponent("d.sqlite").path, ttl: .seconds(100))
-            try store.recordSubmitted(Self.lead("old"))
-            try store.recordSubmitted(Self.lead("new", at: Self.start.addingTimeInterval(50)))
-            #expect(try store.purgeExpired(now: Self.start.addingTimeInterval(120)) == 1)
-            #expect(try store.submission(forKey: "new", now: Self.start.addingTimeInterval(120)) != nil)
-            #expect(try store.purgeExpired(now: Self.start.addingTimeInterval(120)) == 0)
-        }
+        let scratch = try ScratchDirectory()
+        let store = try DedupeStore(path: scratch.path("d.sqlite"), ttl: .seconds(100))
+        try store.recordSubmitted(Self.lead("old"))
+        try store.recordSubmitted(Self.lead("new", at: Self.start.addingTimeInterval(50)))
+        #expect(try store.purgeExpired(now: Self.start.addingTimeInterval(120)) == 1)
+        #expect(try store.submission(forKey: "new", now: Self.start.addingTimeInterval(120)) != nil)
+        #expect(try store.purgeExpired(now: Self.start.addingTimeInterval(120)) == 0)
     }
 
     @Test func concurrentReadersAndWriters() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "lead-relay-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let store = try DedupeStore(path: directory.appendingPathComponent("d.sqlite").path, ttl: .seconds(3600))
+        let scratch = try ScratchDirectory()
+        let store = try DedupeStore(path: scratch.path("d.sqlite"), ttl: .seconds(3600))
         try await withThrowingTaskGroup { group in
             for writer in 0..<4 {
                 group.addTask {

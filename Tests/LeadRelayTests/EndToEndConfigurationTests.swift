@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// `lead-relay run` with one bad configuration value: exit status 2 and one line on standard error

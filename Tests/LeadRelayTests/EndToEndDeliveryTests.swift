@@ -1,6 +1,7 @@
 import Foundation
 import Kafka
 import LeadRelayDemo
+import TestSupport
 import Testing
 
 /// The relay as operators run it: `lead-relay run` in a process of its own, on `lead-relay kafka-dev`

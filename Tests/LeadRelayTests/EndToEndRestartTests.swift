@@ -2,6 +2,7 @@ import Foundation
 import Kafka
 import LeadRelayDemo
 import SeekerLeadsSimulator
+import TestSupport
 import Testing
 
 extension EndToEnd {

@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 
 @testable import LeadRelay
@@ -28,12 +29,12 @@ import Testing
         #expect(exclusivity.activeKeyCount == 0)
     }
 
-    @Test func waitersGoInArrivalOrder() async {
+    @Test func waitersGoInArrivalOrder() async throws {
         let exclusivity = KeyedExclusivity()
         let holderEntered = Gate()
         let releaseHolder = Gate()
         let order = Locked<[Int]>([])
-        await withTaskGroup { group in
+        try await withThrowingTaskGroup { group in
             group.addTask {
                 await exclusivity.withExclusiveAccess(to: "k") {
                     holderEntered.open()
@@ -45,7 +46,7 @@ import Testing
                 group.addTask {
                     await exclusivity.withExclusiveAccess(to: "k") { order.withLock { $0.append(index) } }
                 }
-                #expect(await eventually { exclusivity.waitingCount(for: "k") == index + 1 })
+                try await waitUntil { exclusivity.waitingCount(for: "k") == index + 1 }
             }
             releaseHolder.open()
         }
@@ -83,7 +84,7 @@ import Testing
         #expect(await exclusivity.withExclusiveAccess(to: "k") { "again" } == "again")
     }
 
-    @Test func aCancelledWaiterStillWaitsItsTurnAndLeavesNoEntry() async {
+    @Test func aCancelledWaiterStillWaitsItsTurnAndLeavesNoEntry() async throws {
         let exclusivity = KeyedExclusivity()
         let holderEntered = Gate()
         let releaseHolder = Gate()
@@ -102,7 +103,7 @@ import Testing
                 waiterSawHolderDone.value = holderDone.value
             }
         }
-        #expect(await eventually { exclusivity.waitingCount(for: "k") == 1 })
+        try await waitUntil { exclusivity.waitingCount(for: "k") == 1 }
         waiter.cancel()
         releaseHolder.open()
         await holder.value

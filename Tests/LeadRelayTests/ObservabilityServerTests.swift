@@ -4,6 +4,7 @@ import HummingbirdTesting
 import Logging
 import Prometheus
 import ServiceLifecycle
+import TestSupport
 import Testing
 
 @testable import LeadRelay
@@ -81,7 +82,7 @@ import Testing
             services: [server], gracefulShutdownSignals: [],
             logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
         let running = Task { try await group.run() }
-        #expect(await eventually { server.boundPort != nil })
+        try await waitUntil { server.boundPort != nil }
         let port = try #require(server.boundPort)
         #expect(port > 0)
 

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import TestSupport
 import Testing
 
 @testable import LeadRelay
@@ -25,10 +26,8 @@ import Testing
     }
 
     private func withTemporaryFile(_ contents: String, _ body: (String) throws -> Void) throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lead-relay-\(UUID().uuidString)").path
-        try contents.write(toFile: path, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        try body(path)
+        let scratch = try ScratchDirectory()
+        try body(try scratch.write(contents, named: "value"))
     }
 
     @Test func defaults() throws {

@@ -2,6 +2,7 @@ import CoreMetrics
 import Foundation
 import Kafka
 import Prometheus
+import TestSupport
 import Testing
 
 @testable import LeadRelay
@@ -13,20 +14,9 @@ let promtoolPath: String? = ["/usr/bin/promtool", "/usr/local/bin/promtool", "/b
 
 /// Runs `promtool check metrics` on `exposition`; returns its exit status and output.
 func promtoolCheck(_ exposition: String, promtool: String) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: promtool)
-    process.arguments = ["check", "metrics"]
-    let input = Pipe()
-    let output = Pipe()
-    process.standardInput = input
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    input.fileHandleForWriting.write(Data(exposition.utf8))
-    try input.fileHandleForWriting.close()
-    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return (process.terminationStatus, text)
+    let run = try CompletedProcess.run(
+        URL(fileURLWithPath: promtool), arguments: ["check", "metrics"], standardInput: Array(exposition.utf8))
+    return (run.status, run.standardOutput + run.standardError)
 }
 
 @Suite struct RelayMetricsTests {

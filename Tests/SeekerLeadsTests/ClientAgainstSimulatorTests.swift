@@ -1,8 +1,10 @@
 import AsyncHTTPClient
 import Foundation
 import Logging
+import RelayPrimitives
 import SeekerLeadsSimulator
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import SeekerLeads
@@ -60,7 +62,7 @@ struct SimulatorFixture: Sendable {
     static func start(
         faults: SimulatorFaults = SimulatorFaults(),
         oauth: Bool = true,
-        retry: RetryPolicy = RetryPolicy(base: .milliseconds(5), max: .milliseconds(50))
+        retry: Backoff = Backoff(base: .milliseconds(5), max: .milliseconds(50))
     ) async throws -> SimulatorFixture {
         var options = SimulatorOptions()
         options.clientSecret = clientSecret

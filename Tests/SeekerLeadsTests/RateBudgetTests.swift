@@ -1,5 +1,7 @@
 import Foundation
+import RelayPrimitives
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import SeekerLeads
@@ -142,13 +144,15 @@ import Testing
     }
 
     @Test func retryDelaysStayUnderTheCeiling() {
-        let policy = RetryPolicy(base: .milliseconds(200), max: .seconds(30))
-        #expect(policy.ceiling(afterAttempt: 1) == .milliseconds(200))
-        #expect(policy.ceiling(afterAttempt: 3) == .milliseconds(800))
-        #expect(policy.ceiling(afterAttempt: 40) == .seconds(30))
+        let backoff = Backoff(base: .milliseconds(200), max: .seconds(30))
+        #expect(backoff.delay(afterAttempt: 0) == .milliseconds(200))
+        #expect(backoff.delay(afterAttempt: 1) == .milliseconds(200))
+        #expect(backoff.delay(afterAttempt: 3) == .milliseconds(800))
+        #expect(backoff.delay(afterAttempt: 40) == .seconds(30))
+        #expect(backoff.delay(afterAttempt: Int.max) == .seconds(30))
         for attempt in 1...20 {
-            let delay = policy.delay(afterAttempt: attempt)
-            #expect(delay >= .zero && delay <= policy.ceiling(afterAttempt: attempt))
+            let delay = backoff.jitteredDelay(afterAttempt: attempt)
+            #expect(delay >= .zero && delay <= backoff.delay(afterAttempt: attempt))
         }
     }
 
@@ -170,23 +174,4 @@ import Testing
         #expect(!dumped.contains("s3cr3t"))
         #expect(!"\(SeekerLeadsAuthentication.staticToken("tok3n"))".contains("tok3n"))
     }
-}
-
-/// Polls `condition` every few milliseconds until it holds, failing after a generous deadline.
-func waitUntil(timeout: Duration = .seconds(30), _ condition: () async -> Bool) async throws {
-    let deadline = ContinuousClock.now.advanced(by: timeout)
-    while !(await condition()) {
-        guard ContinuousClock.now < deadline else {
-            Issue.record("condition not met within \(timeout)")
-            throw CancellationError()
-        }
-        try await Task.sleep(for: .milliseconds(5))
-    }
-}
-
-/// A value shared by concurrent test tasks.
-final class Locked<Value: Sendable>: Sendable {
-    private let value: Mutex<Value>
-    init(_ initial: Value) { value = Mutex(initial) }
-    func withLock<Result>(_ body: (inout sending Value) -> sending Result) -> sending Result { value.withLock(body) }
 }

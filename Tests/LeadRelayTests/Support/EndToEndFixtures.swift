@@ -4,6 +4,7 @@ import LeadRelayDemo
 import Logging
 import SeekerLeadsSimulator
 import Synchronization
+import TestSupport
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
@@ -15,24 +16,6 @@ let endToEndLogger: Logger = {
     logger.logLevel = .critical
     return logger
 }()
-
-func uniqueName(_ prefix: String) -> String {
-    "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
-}
-
-/// A directory for one test's files (dedupe databases, child processes' standard error), removed at the end.
-final class ScratchDirectory: Sendable {
-    let url: URL
-
-    init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("lead-relay-e2e-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
-
-    func path(_ name: String) -> String { url.appendingPathComponent(name).path }
-
-    deinit { try? FileManager.default.removeItem(at: url) }
-}
 
 /// The topics `lead-relay kafka-dev` creates by default, which are also the relay's defaults.
 enum Topics {

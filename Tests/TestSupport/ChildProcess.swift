@@ -2,24 +2,24 @@ import Foundation
 
 /// A built executable of this package run as a separate process, as operators run it: the tests
 /// that send signals, kill and restart need the relay, the broker and the API in processes of their own.
-final class ChildProcess: Sendable {
+public final class ChildProcess: Sendable {
     private let process: Process
     private let stdoutLines: Locked<[String]>
-    let stderrPath: String
+    public let stderrPath: String
 
     /// Where `swift build` put this package's executables: beside the test bundle.
-    static let productsDirectory: URL = {
+    public static let productsDirectory: URL = {
         let bundleDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         if FileManager.default.fileExists(atPath: bundleDirectory.appendingPathComponent("lead-relay").path) {
             return bundleDirectory
         }
         return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(".build/debug")
+            .deletingLastPathComponent().appendingPathComponent(".build/debug")
     }()
 
     /// The child sees only `environment` plus what any program needs (PATH, HOME, TMPDIR, LANG): a
     /// variable such as `KAFKA_BOOTSTRAP_SERVERS` in the test runner's environment must not reach it.
-    init(product: String, arguments: [String], environment: [String: String] = [:], logDirectory: URL) throws {
+    public init(product: String, arguments: [String], environment: [String: String] = [:], logDirectory: URL) throws {
         let process = Process()
         process.executableURL = Self.productsDirectory.appendingPathComponent(product)
         process.arguments = arguments
@@ -55,7 +55,7 @@ final class ChildProcess: Sendable {
     }
 
     /// The value of the first stdout line `NAME=value`, waiting up to `timeout` for it.
-    func announcedValue(_ name: String, timeout: Duration = .seconds(60)) async throws -> String {
+    public func announcedValue(_ name: String, timeout: Duration = .seconds(60)) async throws -> String {
         let prefix = name + "="
         return try await waitFor("\(name) announced", timeout: timeout) {
             if let line = stdoutLines.value.first(where: { $0.hasPrefix(prefix) }) {
@@ -69,7 +69,7 @@ final class ChildProcess: Sendable {
     }
 
     /// The first line of standard error for which `extract` gives a value, waiting up to `timeout`.
-    func stderrLine<T>(
+    public func stderrLine<T>(
         _ what: String, timeout: Duration = .seconds(60), _ extract: @escaping (String) -> T?
     ) async throws -> T {
         try await waitFor(what, timeout: timeout) {
@@ -85,20 +85,23 @@ final class ChildProcess: Sendable {
 
     private var product: String { process.executableURL?.lastPathComponent ?? "process" }
 
-    var isRunning: Bool { process.isRunning }
+    public var isRunning: Bool { process.isRunning }
 
-    var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
+    public var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
 
-    func signal(_ signal: Int32) {
+    /// Every complete line of standard output so far.
+    public var stdout: [String] { stdoutLines.value }
+
+    public func signal(_ signal: Int32) {
         kill(process.processIdentifier, signal)
     }
 
     /// How a process ended: its exit status, or the signal that killed it.
-    enum Termination: Equatable, CustomStringConvertible {
+    public enum Termination: Equatable, Sendable, CustomStringConvertible {
         case exited(Int32)
         case killed(Int32)
 
-        var description: String {
+        public var description: String {
             switch self {
             case .exited(let status): "exit status \(status)"
             case .killed(let signal): "killed by signal \(signal)"
@@ -112,7 +115,7 @@ final class ChildProcess: Sendable {
     }
 
     /// Waits for the process to end.
-    func waitForExit(timeout: Duration = .seconds(60)) async throws -> Termination {
+    public func waitForExit(timeout: Duration = .seconds(60)) async throws -> Termination {
         try await waitFor("\(product) to exit", timeout: timeout) {
             guard !process.isRunning else { return nil }
             return termination
@@ -120,7 +123,7 @@ final class ChildProcess: Sendable {
     }
 
     /// Kills the process if it still runs and reaps it; for test teardown.
-    func stop() {
+    public func stop() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
@@ -129,38 +132,11 @@ final class ChildProcess: Sendable {
     deinit { stop() }
 }
 
-struct ExitedEarly: Error, CustomStringConvertible {
-    var product: String
-    var termination: ChildProcess.Termination
-    var stderr: String
-    var description: String {
+public struct ExitedEarly: Error, CustomStringConvertible {
+    public var product: String
+    public var termination: ChildProcess.Termination
+    public var stderr: String
+    public var description: String {
         "\(product) exited early (\(termination)); its standard error ends with:\n\(stderr.suffix(2000))"
     }
-}
-
-struct TimedOut: Error, CustomStringConvertible {
-    var what: String
-    var description: String { "timed out waiting for \(what)" }
-}
-
-/// Polls `condition` until it yields a value; the deadline only bounds a failing test, it never
-/// decides a passing one.
-func waitFor<T>(
-    _ what: String, timeout: Duration = .seconds(60), every interval: Duration = .milliseconds(20),
-    _ condition: () async throws -> T?
-) async throws -> T {
-    let deadline = ContinuousClock.now + timeout
-    while true {
-        if let value = try await condition() { return value }
-        if ContinuousClock.now >= deadline { throw TimedOut(what: what) }
-        try await Task.sleep(for: interval)
-    }
-}
-
-/// `waitFor` for a plain condition.
-func waitUntil(
-    _ what: String, timeout: Duration = .seconds(60), every interval: Duration = .milliseconds(50),
-    _ condition: () async throws -> Bool
-) async throws {
-    _ = try await waitFor(what, timeout: timeout, every: interval) { try await condition() ? true : nil }
 }

@@ -10,29 +10,6 @@ let testLogger: Logger = {
     return logger
 }()
 
-func uniqueName(_ prefix: String) -> String {
-    "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
-}
-
-struct TimedOut: Error, CustomStringConvertible {
-    let description: String
-}
-
-/// Polls `condition` every few milliseconds until it holds; fails the test after `timeout`.
-func waitUntil(
-    _ description: String,
-    timeout: Duration = .seconds(60),
-    _ condition: () throws -> Bool
-) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while try !condition() {
-        guard ContinuousClock.now < deadline else {
-            throw TimedOut(description: "timed out waiting for \(description)")
-        }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-}
-
 /// Settings that make group changes quick on the mock cluster.
 func consumerConfiguration(_ cluster: MockCluster) -> KafkaConfiguration {
     KafkaConfiguration(properties: [
