@@ -2,10 +2,15 @@
 SWIFT ?= swift
 SECONDS ?= 300
 
-.PHONY: deps build release test demo lint format fuzz bench clean
+.PHONY: deps test-deps build release test demo lint format fuzz bench clean
 
+# What the build links against; the test tools (promtool, kcat, PostgreSQL, pytest, hadolint, checkov) only for
+# `make test`, so that `make demo` installs nothing it does not use.
 deps:
-	@./scripts/install-deps.sh
+	@./scripts/install-deps.sh build
+
+test-deps:
+	@./scripts/install-deps.sh test
 
 build: deps
 	$(SWIFT) build
@@ -13,7 +18,7 @@ build: deps
 release: deps
 	$(SWIFT) build -c release
 
-test: deps
+test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --no-parallel
 	python3 -m pytest -q -p no:cacheprovider deploy/tests
