@@ -1,7 +1,8 @@
 import Foundation
+import LeadRelayDemo
 import Testing
 
-/// The built `lead-relay` as a person runs it from a shell: its help.
+/// The built `lead-relay` as a person runs it from a shell: its help and the demo's output.
 @Suite("lead-relay on the command line")
 struct CommandLineTests {
     struct Run {
@@ -46,5 +47,36 @@ struct CommandLineTests {
         let text = help.output.split(whereSeparator: \.isWhitespace).joined(separator: " ")
         #expect(text.contains("(default: leads.submitted:6, leads.results:6, leads.dlq:1)"), "\(help.output)")
         #expect(!text.contains("TopicSpec"))
+    }
+
+    @Test("two default demo runs print the same counts, those of the seeded sample mix")
+    func demoIsReproducible() throws {
+        let scratch = try ScratchDirectory()
+        let count = 40
+        let arguments = ["demo", "--count", String(count), "--http-port", "0"]
+        let first = try Self.run(arguments, scratch: scratch)
+        let second = try Self.run(arguments, scratch: scratch)
+
+        // The demo's defaults: 10% duplicates, 10% invalid, seed 1.
+        let mix = SampleLeads.mix(count: count, duplicateFraction: 0.1, invalidFraction: 0.1, seed: 1)
+        let submitted = mix.filter { $0.expectation == .submitted }.count
+        let duplicates = mix.filter { $0.expectation == .duplicate }.count
+        let deadLetters = mix.count - submitted - duplicates
+        try #require(duplicates > 0 && deadLetters > 0, "the mix should have every outcome")
+        let expected = """
+              outcomes: \(submitted) submitted, \(duplicates) duplicate\(duplicates == 1 ? "" : "s"), \
+            \(deadLetters) dead letters
+            """
+
+        for run in [first, second] {
+            #expect(run.lines.filter { $0.hasPrefix("  outcomes: ") } == [expected], "\(run.output)")
+            #expect(run.lines.contains("produced \(count) sample records to leads.submitted (seed 1)"))
+            #expect(
+                run.lines.last == "\(deadLetters) dead letters: inspect them with `lead-relay dlq summary` (see README)"
+            )
+            // Not a terminal: whole lines, no redrawing.
+            #expect(!run.output.contains("\r"))
+            #expect(run.lines.contains { $0.hasPrefix("\(count)/\(count) handled: \(submitted) submitted, ") })
+        }
     }
 }
