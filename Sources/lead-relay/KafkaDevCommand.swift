@@ -41,7 +41,9 @@ struct KafkaDevCommand: AsyncParsableCommand {
     @Option(help: "Number of brokers.")
     var brokers: Int = 3
 
-    @Option(name: .customLong("topic"), help: "A topic to create, NAME:PARTITIONS (repeatable).")
+    @Option(
+        name: .customLong("topic"),
+        help: ArgumentHelp("A topic to create, NAME:PARTITIONS (repeatable).", valueName: "name:partitions"))
     var topics: [TopicSpec] = [
         TopicSpec(name: "leads.submitted", partitions: 6), TopicSpec(name: "leads.results", partitions: 6),
         TopicSpec(name: "leads.dlq", partitions: 1),
