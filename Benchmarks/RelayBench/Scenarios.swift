@@ -436,7 +436,7 @@ final class ResultsCollector: Sendable {
     }
 
     func close() async {
-        try? await consumer.close()
+        _ = try? await consumer.close()
         reader.cancel()
     }
 }

@@ -16,8 +16,37 @@ public struct Demo: Sendable {
         public var latencyMs = 20
         public var httpPort = 8080
         public var partitions: Int32 = 6
+        /// The sample mix depends only on this (and the fractions), so two runs print the same counts.
+        public var seed: UInt64 = 1
+        /// How often `run` reports progress.
+        public var progressInterval: Duration = .seconds(1)
+        /// The span of the current rate and budget use in progress reports.
+        public var recentWindow: Duration = .seconds(3)
 
         public init() {}
+    }
+
+    /// What `run` tells its caller while it runs.
+    public enum Report: Sendable {
+        /// A line to show once.
+        case note(String)
+        /// The relay runs but has no outcome yet: its consumer is joining the group and being assigned partitions,
+        /// which takes librdkafka a few seconds.
+        case joining(elapsed: Duration)
+        case progress(Progress)
+    }
+
+    public struct Progress: Sendable {
+        /// Records with an outcome, of `total`.
+        public var done: Int
+        public var total: Int
+        public var submitted: Int
+        public var duplicates: Int
+        public var deadLettered: Int
+        /// Leads submitted per second, and API requests as a fraction of the API's budget, over the last
+        /// `Options.recentWindow` (less when the relay has been working for less).
+        public var recentLeadsPerSecond: Double
+        public var recentBudgetUse: Double
     }
 
     public struct Summary: Sendable {
@@ -25,10 +54,20 @@ public struct Demo: Sendable {
         public var submitted: Int
         public var duplicates: Int
         public var deadLettered: Int
+        /// From the relay's start to its first API request or outcome: the consumer group join.
+        public var joinSeconds: Double
+        /// From then to the last outcome.
         public var seconds: Double
         public var apiRequests: Int
+        /// The API's budget, in requests per second.
+        public var budgetPerSecond: Double
         public var budgetViolations: Int
         public var leadsStoredByAPI: Int
+
+        /// Over `seconds`: the wait for the group join is not part of the relay's rate. (A run of a few
+        /// dozen records lasts less than a second, and most of it fits in the budget's first window.)
+        public var leadsPerSecond: Double { Double(submitted) / max(seconds, 0.001) }
+        public var budgetUse: Double { Double(apiRequests) / max(seconds, 0.001) / budgetPerSecond }
     }
 
     public var options: Options
@@ -37,9 +76,9 @@ public struct Demo: Sendable {
         self.options = options
     }
 
-    /// Runs until every sample has its outcome; `report` receives the progress lines.
+    /// Runs until every sample has its outcome, reporting what happens meanwhile.
     public func run(
-        registry: PrometheusCollectorRegistry, logger: Logger, report: @escaping @Sendable (String) -> Void
+        registry: PrometheusCollectorRegistry, logger: Logger, report: @escaping @Sendable (Report) -> Void
     ) async throws -> Summary {
         let cluster = try MockCluster(brokers: 3, logger: logger)
         defer { cluster.shutdown() }
@@ -54,9 +93,9 @@ public struct Demo: Sendable {
 
         let samples = SampleLeads.mix(
             count: options.count, duplicateFraction: options.duplicateFraction,
-            invalidFraction: options.invalidFraction, seed: UInt64(Date().timeIntervalSince1970))
+            invalidFraction: options.invalidFraction, seed: options.seed)
         try await produce(samples, bootstrapServers: cluster.bootstrapServers, logger: logger)
-        report("produced \(samples.count) sample records to leads.submitted")
+        report(.note("produced \(samples.count) sample records to leads.submitted (seed \(options.seed))"))
 
         let dedupeDirectory = FileManager.default.temporaryDirectory
             .appendingPathComponent("lead-relay-demo-\(UUID().uuidString)")
@@ -74,11 +113,12 @@ public struct Demo: Sendable {
         ])
         let runtime = try RelayRuntime(
             configuration: configuration, registry: registry, logger: logger,
-            onHTTPRunning: { port in report("metrics at http://127.0.0.1:\(port)/metrics") })
+            onHTTPRunning: { port in report(.note("metrics at http://127.0.0.1:\(port)/metrics")) })
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: runtime.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
 
+        let budgetPerSecond = Double(simulatorOptions.rateLimit) * 1000 / Double(simulatorOptions.windowMs)
         let start = ContinuousClock.now
         let summary = try await withThrowingTaskGroup(of: Summary?.self) { tasks in
             tasks.addTask {
@@ -87,22 +127,37 @@ public struct Demo: Sendable {
             }
             tasks.addTask {
                 let tally = runtime.tally
-                var lastLine = ContinuousClock.now
-                while tally.total < samples.count {
-                    try await Task.sleep(for: .milliseconds(100))
-                    if ContinuousClock.now - lastLine >= .seconds(1) {
-                        lastLine = ContinuousClock.now
-                        let stats = await simulator.stats()
-                        report(progressLine(tally, stats.requestsTotal, since: start))
+                var recent = RecentCounts(window: options.recentWindow)
+                // The last poll that found neither an API request nor an outcome: until then the consumer was
+                // joining its group; the rates are measured from there, not from the start.
+                var lastIdle = start
+                var lastReport = ContinuousClock.now
+                while true {
+                    let finished = tally.total >= samples.count
+                    if !finished { try await Task.sleep(for: .milliseconds(100)) }
+                    let now = ContinuousClock.now
+                    let requests = await simulator.stats().requestsTotal
+                    let idle = requests == 0 && tally.total == 0
+                    if idle { lastIdle = now }
+                    recent.add(
+                        at: now, handled: tally.total, submitted: tally.count(of: .submitted), requests: requests)
+                    if finished || now - lastReport >= options.progressInterval {
+                        lastReport = now
+                        report(
+                            idle
+                                ? .joining(elapsed: now - start)
+                                : .progress(progress(tally, recent, budgetPerSecond: budgetPerSecond)))
                     }
+                    if finished { break }
                 }
+                let end = ContinuousClock.now
                 let stats = await simulator.stats()
-                report(progressLine(tally, stats.requestsTotal, since: start))
                 await group.triggerGracefulShutdown()
                 return Summary(
                     produced: samples.count, submitted: tally.count(of: .submitted),
                     duplicates: tally.count(of: .duplicate), deadLettered: tally.count(of: .deadLettered),
-                    seconds: (ContinuousClock.now - start) / .seconds(1), apiRequests: stats.requestsTotal,
+                    joinSeconds: (lastIdle - start) / .seconds(1), seconds: (end - lastIdle) / .seconds(1),
+                    apiRequests: stats.requestsTotal, budgetPerSecond: budgetPerSecond,
                     budgetViolations: stats.violations, leadsStoredByAPI: stats.leadsStored)
             }
             var summary: Summary?
@@ -117,17 +172,12 @@ public struct Demo: Sendable {
         return summary
     }
 
-    private func progressLine(_ tally: OutcomeTally, _ apiRequests: Int, since start: ContinuousClock.Instant) -> String
-    {
-        let seconds = max((ContinuousClock.now - start) / .seconds(1), 0.001)
-        let submitted = tally.count(of: .submitted)
-        let rate = Double(submitted) / seconds
-        let budgetUse = Double(apiRequests) / seconds / 50 * 100
-        return String(
-            format:
-                "consumed-to-outcome %d/%d  submitted %d  duplicates %d  dead letters %d  %.1f leads/s  budget use %.0f%%",
-            tally.total, options.count, submitted, tally.count(of: .duplicate), tally.count(of: .deadLettered), rate,
-            budgetUse)
+    private func progress(_ tally: OutcomeTally, _ recent: RecentCounts, budgetPerSecond: Double) -> Progress {
+        Progress(
+            done: tally.total, total: options.count, submitted: tally.count(of: .submitted),
+            duplicates: tally.count(of: .duplicate), deadLettered: tally.count(of: .deadLettered),
+            recentLeadsPerSecond: recent.submittedPerSecond, recentBudgetUse: recent.requestsPerSecond / budgetPerSecond
+        )
     }
 
     private func produce(_ samples: [SampleLeads.Record], bootstrapServers: String, logger: Logger) async throws {
@@ -143,6 +193,44 @@ public struct Demo: Sendable {
             try await group.waitForAll()
         }
         await producer.close()
+    }
+}
+
+/// Cumulative counts sampled over time, for rates over the last `window` rather than since the start.
+struct RecentCounts {
+    private struct Sample {
+        var time: ContinuousClock.Instant
+        var handled: Int
+        var submitted: Int
+        var requests: Int
+    }
+
+    let window: Duration
+    private var samples: [Sample] = []
+
+    init(window: Duration) {
+        self.window = window
+    }
+
+    mutating func add(at time: ContinuousClock.Instant, handled: Int, submitted: Int, requests: Int) {
+        let sample = Sample(time: time, handled: handled, submitted: submitted, requests: requests)
+        // Nothing happened since the oldest sample (before the first outcome, or a stall as long as the
+        // window): the rates start from now, rather than spreading the next outcomes over idle time.
+        if let oldest = samples.first, oldest.handled == handled, oldest.requests == requests {
+            samples = [sample]
+            return
+        }
+        samples.append(sample)
+        // Keep one sample at or before the window's start, so the rates span the whole window.
+        while samples.count > 2, time - samples[1].time >= window { samples.removeFirst() }
+    }
+
+    var submittedPerSecond: Double { rate(\.submitted) }
+    var requestsPerSecond: Double { rate(\.requests) }
+
+    private func rate(_ count: KeyPath<Sample, Int>) -> Double {
+        guard let first = samples.first, let last = samples.last, last.time > first.time else { return 0 }
+        return Double(last[keyPath: count] - first[keyPath: count]) / ((last.time - first.time) / .seconds(1))
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LeadEvents
+import LeadRelay
 
 /// Judges events offline, exactly as the relay would: same decoder, same limits, same verdicts.
 /// Synchronous on purpose: it only reads files and standard input, which block.
@@ -12,7 +13,7 @@ struct ValidateCommand: ParsableCommand {
             Reads each FILE (standard input when none is given): one JSON event per line, or one JSON \
             array of events. Each event is a structured CloudEvent or a plain createLeadRequest. Prints \
             one verdict per event with its violations. Exit status: 0 when every event is valid, 1 when \
-            one is not, 2 when an input cannot be read.
+            one is not or an input holds no event, 2 when an input cannot be read.
             """
     )
 
@@ -27,37 +28,47 @@ struct ValidateCommand: ParsableCommand {
 
     func run() throws {
         let environment = ProcessInfo.processInfo.environment
-        var maxBytes = 65536
+        let maxBytes: Int
         if let maxEventBytes {
             maxBytes = maxEventBytes
-        } else if let text = environment["LEAD_RELAY_MAX_EVENT_BYTES"] {
-            guard let value = Int(text), value > 0 else {
-                printError("lead-relay validate: LEAD_RELAY_MAX_EVENT_BYTES must be a positive integer")
+        } else {
+            do {
+                maxBytes = try RelayConfiguration.maxEventBytes(environment)
+            } catch {
+                printError(error.line)
                 throw ExitCode(2)
             }
-            maxBytes = value
         }
         let decoder = LeadEventDecoder(
             eventType: eventType ?? environment["LEAD_RELAY_EVENT_TYPE"] ?? "lead.submitted",
             maxEventBytes: maxBytes)
 
-        var inputs: [(label: String?, bytes: [UInt8])] = []
+        var inputs: [(name: String, bytes: [UInt8])] = []
         if files.isEmpty {
-            inputs.append((nil, [UInt8](FileHandle.standardInput.readDataToEndOfFile())))
+            inputs.append(("standard input", [UInt8](FileHandle.standardInput.readDataToEndOfFile())))
         }
         for path in files {
-            guard let contents = FileManager.default.contents(atPath: path) else {
-                printError("lead-relay validate: cannot read \(path)")
+            switch Self.contents(ofFile: path) {
+            case .success(let bytes):
+                inputs.append((path, bytes))
+            case .failure(let error):
+                printError("lead-relay validate: cannot read \(path): \(error)")
                 throw ExitCode(2)
             }
-            inputs.append((files.count > 1 ? path : nil, [UInt8](contents)))
         }
 
         var total = 0
         var invalid = 0
+        // An empty input is most likely the wrong file or a producer that wrote nothing: not a success.
+        var empty = 0
         for input in inputs {
-            if let label = input.label { print("\(label):") }
-            for (position, event) in LeadEventBatch.events(in: input.bytes).enumerated() {
+            if files.count > 1 { print("\(input.name):") }
+            let events = LeadEventBatch.events(in: input.bytes)
+            if events.isEmpty {
+                empty += 1
+                printError("lead-relay validate: no events in \(input.name)")
+            }
+            for (position, event) in events.enumerated() {
                 total += 1
                 switch decoder.decode(key: nil, value: Array(event), headers: []) {
                 case .success(let leadEvent):
@@ -71,11 +82,37 @@ struct ValidateCommand: ParsableCommand {
                 }
             }
         }
-        print("summary: \(total) events, \(total - invalid) valid, \(invalid) invalid")
-        if invalid > 0 { throw ExitCode(1) }
+        print("summary: \(total) \(total == 1 ? "event" : "events"), \(total - invalid) valid, \(invalid) invalid")
+        if invalid > 0 || empty > 0 { throw ExitCode(1) }
+    }
+
+    /// The bytes of a file, or the system's reason why they cannot be read (`No such file or directory`):
+    /// FileManager's `contents(atPath:)` only says that they cannot.
+    static func contents(ofFile path: String) -> Result<[UInt8], SystemError> {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return .failure(SystemError(code: errno)) }
+        defer { close(descriptor) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count > 0 {
+                bytes += chunk[..<count]
+            } else if count == 0 {
+                return .success(bytes)
+            } else if errno != EINTR {
+                return .failure(SystemError(code: errno))
+            }
+        }
     }
 
     private func printError(_ line: String) {
         FileHandle.standardError.write(Data((line + "\n").utf8))
     }
+}
+
+/// An `errno` value, described as the C library describes it.
+struct SystemError: Error, CustomStringConvertible {
+    let code: Int32
+    var description: String { String(cString: strerror(code)) }
 }

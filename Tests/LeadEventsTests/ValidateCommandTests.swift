@@ -8,6 +8,7 @@ struct ValidateCommandTests {
     struct Run {
         var status: Int32
         var lines: [String]
+        var errorLines: [String]
     }
 
     static var executable: URL? {
@@ -20,7 +21,9 @@ struct ValidateCommandTests {
         try #require(FileManager.default.isExecutableFile(atPath: executable.path), "build lead-relay first")
         let run = try CompletedProcess.run(
             executable, arguments: ["validate"] + arguments, standardInput: standardInput)
-        return Run(status: run.status, lines: run.standardOutput.split(separator: "\n").map(String.init))
+        return Run(
+            status: run.status, lines: run.standardOutput.split(separator: "\n").map(String.init),
+            errorLines: run.standardError.split(separator: "\n").map(String.init))
     }
 
     static func temporaryFile(_ bytes: [UInt8]) throws -> URL {
@@ -75,11 +78,50 @@ struct ValidateCommandTests {
         let allValid = try Self.run([], standardInput: Array("[\(valid), \(plain)]".utf8))
         #expect(allValid.status == 0)
         #expect(allValid.lines.filter { $0.contains(": valid (") }.count == 2)
+        #expect(allValid.lines.last == "summary: 2 events, 2 valid, 0 invalid")
     }
 
-    @Test("an unreadable file exits 2")
+    @Test("one event is counted in the singular")
+    func singleEvent() throws {
+        let valid = try #require(FixtureCorpus.all.first { $0.name == "structured-full" }?.value)
+        let run = try Self.run([], standardInput: Array("\(valid)\n".utf8))
+        #expect(run.status == 0)
+        #expect(run.lines.last == "summary: 1 event, 1 valid, 0 invalid")
+    }
+
+    @Test("an unreadable file exits 2 with the system's reason")
     func unreadableInput() throws {
-        let run = try Self.run(["/nonexistent/lead-events.jsonl"])
-        #expect(run.status == 2)
+        let missing = try Self.run(["/nonexistent/lead-events.jsonl"])
+        #expect(missing.status == 2)
+        #expect(
+            missing.errorLines == [
+                "lead-relay validate: cannot read /nonexistent/lead-events.jsonl: No such file or directory"
+            ])
+
+        let directory = try Self.run([FileManager.default.temporaryDirectory.path])
+        #expect(directory.status == 2)
+        #expect(directory.errorLines.first?.hasSuffix(": Is a directory") == true, "\(directory.errorLines)")
+    }
+
+    @Test("an input without events exits 1 and says so, on standard input and in a file")
+    func emptyInput() throws {
+        for standardInput in ["", "\n  \n", "[]"] {
+            let run = try Self.run([], standardInput: Array(standardInput.utf8))
+            #expect(run.status == 1, "\(standardInput.debugDescription)")
+            #expect(run.errorLines == ["lead-relay validate: no events in standard input"])
+            #expect(run.lines.last == "summary: 0 events, 0 valid, 0 invalid")
+        }
+
+        let valid = try #require(FixtureCorpus.all.first { $0.name == "structured-full" }?.value)
+        let full = try Self.temporaryFile(Array("\(valid)\n".utf8))
+        let empty = try Self.temporaryFile([])
+        defer {
+            try? FileManager.default.removeItem(at: full)
+            try? FileManager.default.removeItem(at: empty)
+        }
+        let run = try Self.run([full.path, empty.path])
+        #expect(run.status == 1)
+        #expect(run.errorLines == ["lead-relay validate: no events in \(empty.path)"])
+        #expect(run.lines.last == "summary: 1 event, 1 valid, 0 invalid")
     }
 }

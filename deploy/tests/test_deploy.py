@@ -1,15 +1,19 @@
 """Checks of deploy/ with the tools that run without Docker or Kubernetes.
 
-The static checks need promtool, hadolint and PyYAML (scripts/install-deps.sh installs them).
+The static checks need promtool, hadolint, PyYAML, kubectl (for `kubectl kustomize`) and checkov
+(`scripts/install-deps.sh test` installs all but kubectl, which the machine image ships).
 The live checks start `lead-relay kafka-dev`, `seeker-leads-sim` and `lead-relay run` from the
 build folder (LEAD_RELAY_BIN_DIR, default .build/debug), publish two leads with kcat, and check
 the relay's /metrics directly and through a real Prometheus server.
 """
 
+import copy
+import functools
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,13 +136,34 @@ def readme_anchors():
     return {github_anchor(m.group(1)) for m in re.finditer(r"^#+\s+(.+)$", text, re.MULTILINE)}
 
 
+def render_kustomization(directory=KUBERNETES):
+    """The objects `kubectl apply -k` would apply, as kustomize renders them."""
+    result = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+
+@functools.cache
+def rendered_manifests():
+    return render_kustomization()
+
+
 def kubernetes_objects():
+    """The rendered objects by (kind, name), the generated ConfigMap under its name without the hash, and the
+    Secret's shape from secret.example.yaml (applied separately)."""
     objects = {}
-    for path in sorted(KUBERNETES.glob("*.yaml")):
-        for doc in load_yaml_documents(path):
-            if doc.get("kind") and doc.get("kind") != "Kustomization":
-                objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    for doc in copy.deepcopy(rendered_manifests()) + load_yaml_documents(KUBERNETES / "secret.example.yaml"):
+        name = doc["metadata"]["name"]
+        if doc["kind"] == "ConfigMap":
+            name = name.rsplit("-", 1)[0]
+        objects[(doc["kind"], name)] = doc
     return objects
+
+
+def configmap_reference(deployment):
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (source,) = container["envFrom"]
+    return source["configMapRef"]["name"]
 
 
 def dockerfile_instructions():
@@ -376,6 +401,41 @@ def test_kustomization_lists_every_manifest_but_the_secret_example():
     kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
     manifests = {p.name for p in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
     assert set(kustomization["resources"]) == manifests
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator["envs"] == ["lead-relay.env"]
+    assert "configmap.yaml" not in manifests, "the ConfigMap is generated, so that its name follows its contents"
+
+
+def test_every_object_is_in_the_namespace_of_the_kustomization():
+    namespace = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())["namespace"]
+    assert namespace not in {"", "default", "kube-system"}
+    for doc in rendered_manifests():
+        assert doc["metadata"].get("namespace") == namespace, f"{doc['kind']} {doc['metadata']['name']}"
+
+
+def test_a_configuration_change_rolls_the_pods(tmp_path):
+    """A changed value renames the ConfigMap, and the Deployment's pod template follows the new name: a new
+    template is what makes Kubernetes replace the pods (a ConfigMap edited in place never does)."""
+    before = render_kustomization()
+    changed = tmp_path / "kubernetes"
+    shutil.copytree(KUBERNETES, changed)
+    env_file = changed / "lead-relay.env"
+    env_file.write_text(env_file.read_text().replace("LEAD_RELAY_LOG_LEVEL=info", "LEAD_RELAY_LOG_LEVEL=debug"))
+    after = render_kustomization(changed)
+
+    def configmap_and_deployment(docs):
+        (configmap,) = [d for d in docs if d["kind"] == "ConfigMap"]
+        (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+        return configmap, deployment
+
+    old_configmap, old_deployment = configmap_and_deployment(before)
+    new_configmap, new_deployment = configmap_and_deployment(after)
+    assert new_configmap["data"]["LEAD_RELAY_LOG_LEVEL"] == "debug"
+    assert old_configmap["metadata"]["name"] != new_configmap["metadata"]["name"]
+    for configmap, deployment in ((old_configmap, old_deployment), (new_configmap, new_deployment)):
+        assert re.fullmatch(r"lead-relay-[a-z0-9]{10}", configmap["metadata"]["name"])
+        assert configmap_reference(deployment) == configmap["metadata"]["name"]
+    assert old_deployment["spec"]["template"] != new_deployment["spec"]["template"]
 
 
 def test_kubernetes_objects_fit_together():
@@ -437,6 +497,73 @@ def test_replicas_share_the_api_budget():
     assert int(config["LEAD_RELAY_RATE_WINDOW_MS"]) >= 200
     # A surge pod would hold a budget share on top of the replicas' during a rollout.
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+
+
+def test_network_policy_allows_only_what_the_relay_uses():
+    objects = kubernetes_objects()
+    policy = objects[("NetworkPolicy", "lead-relay")]["spec"]
+    deployment = objects[("Deployment", "lead-relay")]
+    config = objects[("ConfigMap", "lead-relay")]["data"]
+    pod = deployment["spec"]["template"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}, "both directions default to deny"
+
+    (ingress,) = policy["ingress"]
+    assert "from" not in ingress, "the kubelet and Prometheus come from addresses the policy cannot name"
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    (container,) = pod["spec"]["containers"]
+    assert [p["name"] for p in container["ports"]] == ["http"], "the health and metrics port is the only one"
+
+    def ports(rule):
+        return {(p["port"], p["protocol"]) for p in rule["ports"]}
+
+    egress = policy["egress"]
+    assert all(rule.get("to") and rule.get("ports") for rule in egress), "every egress rule names peers and ports"
+    allowed = set().union(*(ports(rule) for rule in egress))
+    kafka_hosts = [server.rsplit(":", 1) for server in config["KAFKA_BOOTSTRAP_SERVERS"].split(",")]
+    expected = {(53, "UDP"), (53, "TCP"), (5432, "TCP")} | {(int(port), "TCP") for _, port in kafka_hosts}
+    for variable in ("SEEKER_LEADS_BASE_URL", "SEEKER_LEADS_TOKEN_URL"):
+        url = urllib.parse.urlsplit(config[variable])
+        expected.add((url.port or {"https": 443, "http": 80}[url.scheme], "TCP"))
+    assert allowed == expected
+
+    kafka_rules = [rule for rule in egress if ports(rule) == {(int(port), "TCP") for _, port in kafka_hosts}]
+    namespaces = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                  for rule in kafka_rules for peer in rule["to"]}
+    # Service DNS names are <service>.<namespace>.svc: the policy must let the relay reach that namespace.
+    assert {host.split(".")[1] for host, _ in kafka_hosts if host.endswith(".svc")} <= namespaces
+
+
+def checkov_executable():
+    """checkov lives in a virtual environment of its own (scripts/install-deps.sh test puts it there)."""
+    venv = Path(os.environ.get("CHECKOV_VENV", Path.home() / ".cache" / "lead-relay" / "checkov"))
+    executable = venv / "bin" / "checkov"
+    assert executable.is_file(), f"{executable} is missing: run scripts/install-deps.sh test"
+    return executable
+
+
+def test_checkov_passes_on_the_rendered_manifests(tmp_path):
+    """Every check of an independent scanner passes, or is skipped in the manifest with its reason."""
+    rendered = tmp_path / "lead-relay.yaml"
+    rendered.write_text(yaml.safe_dump_all(rendered_manifests()))
+    # Offline: without these checkov asks its vendor's server for guideline links before scanning.
+    environment = {**os.environ, "BC_SKIP_MAPPING": "TRUE"}
+    result = subprocess.run(
+        [str(checkov_executable()), "--file", str(rendered), "--framework", "kubernetes", "--skip-download",
+         "--output", "json"],
+        capture_output=True, text=True, env=environment, timeout=300)
+    assert result.stdout.strip(), result.stderr
+    report = json.loads(result.stdout)
+    failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in report["results"]["failed_checks"]]
+    assert not failed, "\n".join(failed)
+    assert report["summary"]["parsing_errors"] == 0
+    assert report["summary"]["passed"] >= 80, report["summary"]
+    skipped = report["results"]["skipped_checks"]
+    for check in skipped:
+        reason = check["check_result"].get("suppress_comment", "")
+        assert len(reason) > 20, f"{check['check_id']} is skipped without a reason"
+    # The image digest and pull policy (see deploy/README.md#the-image-by-digest); a new skip is a new decision.
+    assert {c["check_id"] for c in skipped} == {"CKV_K8S_43", "CKV_K8S_15"}
 
 
 # ---------------------------------------------------------------- compose

@@ -265,7 +265,7 @@ final class TopicTail: Sendable {
     }
 
     func close() async {
-        try? await consumer.close()
+        _ = try? await consumer.close()
         await reader.withLock { $0 }?.value
     }
 }
@@ -302,7 +302,7 @@ func partitionsNotCommittedToEnd(
     try await waitUntil("a first record of every partition of \(topic)", timeout: .seconds(90)) {
         firstOffsets.value.count == markers.count
     }
-    try? await consumer.close()
+    _ = try? await consumer.close()
     let first = firstOffsets.value
     return markers.keys.sorted().filter { first[$0] != markers[$0] }
 }
