@@ -1,8 +1,8 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import Kafka
 import Logging
+import UnixSignals
 
 /// A topic to create, given as `NAME:PARTITIONS`.
 struct TopicSpec: ExpressibleByArgument, Sendable {
@@ -71,41 +71,10 @@ struct KafkaDevCommand: AsyncParsableCommand {
     }
 
     /// Returns the first SIGINT or SIGTERM received.
-    private static func waitForTerminationSignal() async -> Int32 {
-        let signals = [SIGINT, SIGTERM]
-        let queue = DispatchQueue(label: "kafka-dev.signals")
-        return await withCheckedContinuation { continuation in
-            let resumed = SignalLatch(continuation: continuation)
-            for number in signals {
-                Foundation.signal(number, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-                source.setEventHandler { resumed.fire(number) }
-                source.resume()
-                resumed.keep(source)
-            }
+    private static func waitForTerminationSignal() async -> UnixSignal {
+        for await signal in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+            return signal
         }
-    }
-}
-
-/// Resumes the waiting task once, for whichever signal comes first; keeps the signal sources alive.
-private final class SignalLatch: @unchecked Sendable {
-    private var continuation: CheckedContinuation<Int32, Never>?
-    private var sources: [any DispatchSourceSignal] = []
-    private let lock = NSLock()
-
-    init(continuation: CheckedContinuation<Int32, Never>) {
-        self.continuation = continuation
-    }
-
-    func keep(_ source: any DispatchSourceSignal) {
-        lock.withLock { sources.append(source) }
-    }
-
-    func fire(_ number: Int32) {
-        let pending = lock.withLock { () -> CheckedContinuation<Int32, Never>? in
-            defer { continuation = nil }
-            return continuation
-        }
-        pending?.resume(returning: number)
+        return .sigterm
     }
 }

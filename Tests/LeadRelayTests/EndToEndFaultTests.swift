@@ -57,10 +57,7 @@ extension EndToEnd {
             let scratch = try ScratchDirectory()
             let kafka = try await KafkaDevProcess(scratch: scratch)
             let simulator = try await SimulatorProcess(scratch: scratch)
-            var outage = SimulatorFaults()
-            outage.errorRates = ["503": 1.0]
-            outage.retryAfterSeconds = 0
-            try await simulator.setFaults(outage)
+            try await simulator.startOutage()
             let producer = try TestProducer(bootstrapServers: kafka.bootstrapServers)
             let samples = distinctValidLeads(60, namespace: uniqueName("outage"), seed: 31)
             _ = try await producer.produce(samples)

@@ -56,6 +56,14 @@ final class SimulatorProcess: Sendable {
         try JSONDecoder().decode(SimulatorStats.self, from: try await HTTP.get(baseURL + "/_sim/stats").body)
     }
 
+    /// Every lead answered 503 with no `Retry-After`: an outage.
+    func startOutage() async throws {
+        var outage = SimulatorFaults()
+        outage.errorRates = ["503": 1.0]
+        outage.retryAfterSeconds = 0
+        try await setFaults(outage)
+    }
+
     func setFaults(_ faults: SimulatorFaults) async throws {
         let (status, _) = try await HTTP.post(baseURL + "/_sim/faults", body: try JSONEncoder().encode(faults))
         guard status == 200 else { throw UnexpectedAnswer(what: "POST /_sim/faults answered \(status)") }
