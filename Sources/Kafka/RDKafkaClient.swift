@@ -23,6 +23,8 @@ final class ClientCallbackContext: @unchecked Sendable {
     /// Set once by the poll thread before its first poll, read only by that thread afterwards.
     weak var rebalanceHandler: RebalanceHandling?
     let fatalError = Mutex<KafkaError?>(nil)
+    /// Shared by the log and error callbacks, so that a condition repeating many times a second is logged once.
+    let logLimiter = RepeatedLogLimiter()
 
     init(logger: Logger) {
         self.logger = logger
@@ -210,14 +212,20 @@ private func rdKafkaLogCallback(
     case 6: logLevel = .info
     default: logLevel = .debug
     }
-    context.logger.log(
-        level: logLevel,
-        "\(line.map { String(cString: $0) } ?? "")",
-        metadata: [
-            "kafka.facility": "\(facility.map { String(cString: $0) } ?? "")",
-            "kafka.client": "\(String(cString: rd_kafka_name(handle)))",
-        ]
-    )
+    let text = line.map { String(cString: $0) } ?? ""
+    let facilityText = facility.map { String(cString: $0) } ?? ""
+    // Only warnings and errors repeat by the second (a broker refusing connections); debug output stays whole.
+    var repeats = 0
+    if level <= 4 {
+        guard let admitted = context.logLimiter.admit(text, facility: facilityText) else { return }
+        repeats = admitted
+    }
+    var metadata: Logger.Metadata = [
+        "kafka.facility": "\(facilityText)",
+        "kafka.client": "\(String(cString: rd_kafka_name(handle)))",
+    ]
+    if repeats > 0 { metadata["repeated"] = "\(repeats)" }
+    context.logger.log(level: logLevel, "\(text)", metadata: metadata)
 }
 
 private func rdKafkaErrorCallback(
@@ -233,12 +241,15 @@ private func rdKafkaErrorCallback(
         let fatal = RDKafkaClient.fatalError(of: handle)
         context.fatalError.withLock { $0 = $0 ?? fatal }
         context.logger.error("Kafka client failed fatally", metadata: ["error": "\(fatal)"])
-    } else {
-        // Transport and all-brokers-down errors are transient: librdkafka retries by itself.
-        context.logger.warning(
-            "Kafka client error",
-            metadata: ["error": "\(KafkaError(error, context: reasonText))"]
-        )
+    } else if ![RD_KAFKA_RESP_ERR__TRANSPORT, RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN, RD_KAFKA_RESP_ERR__RESOLVE]
+        .contains(error)
+    {
+        // Transient errors: librdkafka retries by itself. Those above it has logged already through the log
+        // callback, so they are not logged a second time.
+        guard let repeats = context.logLimiter.admit(reasonText, facility: "error \(code)") else { return }
+        var metadata: Logger.Metadata = ["error": "\(KafkaError(error, context: reasonText))"]
+        if repeats > 0 { metadata["repeated"] = "\(repeats)" }
+        context.logger.warning("Kafka client error", metadata: metadata)
     }
 }
 
