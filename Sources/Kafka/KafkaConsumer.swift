@@ -74,7 +74,7 @@ public final class KafkaConsumer: Sendable {
     /// `enable.auto.offset.store=false` and `auto.offset.reset=earliest`; `configuration.properties` are applied on
     /// top. Cooperative, because an eager revocation happens while the group is rebalancing, when a commit is refused
     /// (librdkafka's mock cluster refuses every commit then): the work of revoked partitions could not be handed over.
-    /// `bufferCapacity` bounds the records buffered ahead of the reader before fetching pauses, in batches of up to
+    /// About twice `bufferCapacity` records are buffered ahead of the reader before fetching pauses, in batches of up to
     /// half of it (at most 500); `revocationTimeout` bounds how long a revocation waits for its acknowledgement.
     public init(
         configuration: KafkaConfiguration,
@@ -91,8 +91,10 @@ public final class KafkaConsumer: Sendable {
             "auto.offset.reset": "earliest",
         ])
         let maxBatch = max(1, min(bufferCapacity / 2, 500))
-        // The sequence counts events, and each event holds up to `maxBatch` records.
-        let highWatermark = max(bufferCapacity / maxBatch, 2)
+        // The sequence counts events, and each event holds up to `maxBatch` records. Fetching pauses at the high
+        // watermark and resumes at the low one: far enough apart that a reader keeping up rarely causes a pause,
+        // because librdkafka discards and fetches again what it had prefetched on each one.
+        let highWatermark = max(2 * bufferCapacity / maxBatch, 4)
         let shared = ConsumerShared()
         let sequence = KafkaConsumerEvents.Producer.makeSequence(
             backPressureStrategy: .init(lowWatermark: highWatermark / 2, highWatermark: highWatermark),

@@ -3,8 +3,8 @@ import Synchronization
 
 /// Admits consumed records to processing in consumption order, at most `capacity` held at once; the rest wait in a
 /// queue. Taking records never blocks, so the consumer's reader is always free for a revocation or a shutdown
-/// however far behind the relay is; while records wait, fetching is held (`onFetchHoldChange`), which bounds the
-/// queue to what the consumer had buffered.
+/// however far behind the relay is; while a capacity's worth of records waits, fetching is held
+/// (`onFetchHoldChange`), which bounds the queue to that plus what the consumer had buffered.
 ///
 /// A record is begun in the offset tracker when it is admitted, under this type's lock: records of one partition
 /// begin in offset order whichever thread admits them.
@@ -43,9 +43,11 @@ final class RecordAdmission<Work: Sendable>: Sendable {
             return admitted
         }
 
-        /// The hold to apply, when it changed.
-        mutating func fetchHoldChange() -> Bool? {
-            let hold = externalHold || queued > 0
+        /// The hold to apply, when it changed. Fetching stops once a whole capacity of records waits, and resumes only
+        /// when none does: a hold at the first waiting record would pause and resume fetching many times a second on
+        /// a fast path, and librdkafka discards and fetches again what it had prefetched each time.
+        mutating func fetchHoldChange(capacity: Int) -> Bool? {
+            let hold = externalHold || queued >= capacity || (fetchHeld && queued > 0)
             guard hold != fetchHeld else { return nil }
             fetchHeld = hold
             return hold
@@ -145,7 +147,7 @@ final class RecordAdmission<Work: Sendable>: Sendable {
     private func withState<Result>(_ change: (inout State) -> Result) -> Result {
         state.withLock { state in
             let result = change(&state)
-            if let hold = state.fetchHoldChange() { onFetchHoldChange(hold) }
+            if let hold = state.fetchHoldChange(capacity: capacity) { onFetchHoldChange(hold) }
             return result
         }
     }

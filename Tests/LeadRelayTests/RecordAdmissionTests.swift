@@ -24,14 +24,17 @@ import Testing
         let admission = RecordAdmission<Int64>(capacity: 2, offsets: offsets) { hold in
             holds.withLock { $0.append(hold) }
         }
-        let admitted = admission.enqueue(entries(p0, 0..<5))
-        #expect(admitted.map(\.work) == [0, 1])
+        #expect(admission.enqueue(entries(p0, 0..<3)).map(\.work) == [0, 1])
+        #expect(holds.withLock { $0 }.isEmpty, "one record waiting does not hold fetching")
+        let admitted = admission.enqueue(entries(p0, 3..<5))
+        #expect(admitted.isEmpty)
         #expect(admission.heldCount == 2)
         #expect(admission.queuedCount == 3)
-        #expect(holds.withLock { $0 } == [true], "records waiting hold fetching")
+        #expect(holds.withLock { $0 } == [true], "a capacity of records waiting holds fetching")
         #expect(offsets.inFlightCount(p0) == 2, "admitted records are begun")
 
         #expect(admission.release().map(\.work) == [2])
+        #expect(holds.withLock { $0 } == [true], "held until no record waits")
         #expect(admission.release().map(\.work) == [3])
         #expect(admission.release().map(\.work) == [4])
         #expect(holds.withLock { $0 } == [true, false], "the queue emptied: fetching resumes")
