@@ -9,9 +9,12 @@
 ///    └──────────────── fatal error (poll thread stops) ────────────┘
 /// ```
 ///
-/// Fetching is paused, never polling: while the reader's buffer is full, while a caller holds fetching, or for
-/// partitions a caller paused, the poll thread pauses those partitions in librdkafka and keeps polling, so
-/// rebalances are answered and `max.poll.interval.ms` never passes however far behind the reader is.
+/// Polling stops only briefly: while the reader's buffer is full or a caller holds fetching, the poll thread first
+/// waits (up to `pauseGrace`) without polling, which costs nothing and is over in milliseconds on a fast path; once
+/// the grace has passed it pauses the partitions in librdkafka and polls on, so rebalances are answered and
+/// `max.poll.interval.ms` never passes however far behind the reader is. (Pausing at once would be simpler, but
+/// librdkafka 2.0.2 discards its prefetched records on a pause and stalls up to a second before it fetches again.)
+/// Partitions a caller paused are paused in librdkafka at once.
 struct ConsumerStateMachine {
     enum Lifecycle {
         case running
@@ -25,6 +28,8 @@ struct ConsumerStateMachine {
         /// Poll, after pausing and resuming these partitions in librdkafka and forgetting the delivered positions of
         /// the `rewound` ones (a caller moved their fetch position).
         case poll(pause: [TopicPartition], resume: [TopicPartition], rewound: Set<TopicPartition>)
+        /// Do not poll until woken or until `deadline`: fetching has just been stopped.
+        case wait(until: ContinuousClock.Instant)
         case close
     }
 
@@ -39,6 +44,11 @@ struct ConsumerStateMachine {
     /// Counts demand signals, so that a full-buffer answer computed before one does not override it.
     private var demandGeneration = 0
     private var fetchHeld = false
+    /// Since when the reader has had no demand or fetching has been held, while it lasts.
+    private var stoppedSince: ContinuousClock.Instant?
+    /// Whether that has lasted past the grace: partitions are then paused in librdkafka.
+    private var fetchPaused = false
+    let pauseGrace: Duration
     private var pausedByCaller: Set<TopicPartition> = []
     /// What librdkafka has paused now; changed only through `nextPollStep` and the rebalance events.
     private var pausedInLibrary: Set<TopicPartition> = []
@@ -57,19 +67,24 @@ struct ConsumerStateMachine {
         return hasJoined
     }
 
+    init(pauseGrace: Duration = .milliseconds(500)) {
+        self.pauseGrace = pauseGrace
+    }
+
     private func shouldPause(_ partition: TopicPartition) -> Bool {
-        !readerHasDemand || fetchHeld || pausedByCaller.contains(partition)
+        fetchPaused || pausedByCaller.contains(partition)
     }
 
     // MARK: Reader
 
     var currentDemandGeneration: Int { demandGeneration }
 
-    /// The reader asked for more events. Returns whether the poll thread must be woken to resume fetching.
+    /// The reader asked for more events. Returns whether the poll thread must be woken (it waits, or fetching is
+    /// paused).
     mutating func readerWantsMore() -> Bool {
         demandGeneration += 1
         readerHasDemand = true
-        return !pausedInLibrary.isEmpty
+        return stoppedSince != nil || !pausedInLibrary.isEmpty
     }
 
     /// The reader's buffer is full, unless the reader asked for more since `generation`.
@@ -130,8 +145,19 @@ struct ConsumerStateMachine {
 
     // MARK: Poll thread
 
-    mutating func nextPollStep() -> PollStep {
+    mutating func nextPollStep(now: ContinuousClock.Instant = .now) -> PollStep {
         if case .closing = lifecycle { return .close }
+        if !readerHasDemand || fetchHeld {
+            let since = stoppedSince ?? now
+            stoppedSince = since
+            if !fetchPaused {
+                if now - since < pauseGrace { return .wait(until: since + pauseGrace) }
+                fetchPaused = true
+            }
+        } else {
+            stoppedSince = nil
+            fetchPaused = false
+        }
         var pause: [TopicPartition] = []
         var resume: [TopicPartition] = []
         for partition in assignment {

@@ -198,8 +198,19 @@ final class ConsumerShared: Sendable {
         wakePollThread()
     }
 
+    /// Signalled with every wake-up, for a poll thread that waits without polling.
+    private let wakeUp = DispatchSemaphore(value: 0)
+
     func wakePollThread() {
         client.withLock { $0 }?.wakeConsumerPoll()
+        wakeUp.signal()
+    }
+
+    /// Blocks the poll thread until woken or until `deadline`. A wake-up signalled earlier ends it at once: the
+    /// caller looks at the state again either way.
+    func waitForWakeUp(until deadline: ContinuousClock.Instant) {
+        let remaining = max(.zero, deadline - .now)
+        _ = wakeUp.wait(timeout: .now() + remaining.timeInterval)
     }
 
     func requestClose() {
@@ -284,14 +295,21 @@ final class ConsumerPollLoop: RebalanceHandling {
     }
 
     private func run() {
-        while case .poll(let pause, let resume, let rewound) = shared.state.withLock({ $0.nextPollStep() }) {
-            if let fatal = client.fatalError {
-                logger.error("Kafka consumer stops after a fatal error", metadata: ["error": "\(fatal)"])
-                break
+        turns: while true {
+            switch shared.state.withLock({ $0.nextPollStep() }) {
+            case .close:
+                break turns
+            case .wait(let deadline):
+                shared.waitForWakeUp(until: deadline)
+            case .poll(let pause, let resume, let rewound):
+                if let fatal = client.fatalError {
+                    logger.error("Kafka consumer stops after a fatal error", metadata: ["error": "\(fatal)"])
+                    break turns
+                }
+                for partition in rewound { nextOffsets[partition] = nil }
+                apply(pause: pause, resume: resume)
+                pollBatch()
             }
-            for partition in rewound { nextOffsets[partition] = nil }
-            apply(pause: pause, resume: resume)
-            pollBatch()
         }
         let result: Result<Void, KafkaError> = Result { try client.closeConsumer() }.mapError { error in
             error as? KafkaError ?? KafkaError.state("\(error)")

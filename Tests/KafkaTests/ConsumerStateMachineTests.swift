@@ -8,7 +8,7 @@ import Testing
     let p1 = TopicPartition(topic: "t", partition: 1)
 
     @Test func aFullReaderBufferPausesEveryAssignedPartitionAndDemandResumesThem() {
-        var machine = ConsumerStateMachine()
+        var machine = ConsumerStateMachine(pauseGrace: .zero)
         let answer1 = machine.assigned([p0, p1])
         #expect(answer1.isEmpty, "fetching while the reader wants more")
         let answer2 = machine.nextPollStep()
@@ -32,7 +32,7 @@ import Testing
     }
 
     @Test func demandThatArrivedWhileTheBufferFilledWins() {
-        var machine = ConsumerStateMachine()
+        var machine = ConsumerStateMachine(pauseGrace: .zero)
         _ = machine.assigned([p0])
         let generation = machine.currentDemandGeneration
         _ = machine.readerWantsMore()
@@ -42,11 +42,12 @@ import Testing
     }
 
     @Test func partitionsAssignedWhileFetchingIsHeldArePausedBeforeTheirFirstFetch() {
-        var machine = ConsumerStateMachine()
+        var machine = ConsumerStateMachine(pauseGrace: .zero)
         let answer6 = machine.holdFetching(true)
         #expect(answer6)
         let answer7 = machine.holdFetching(true)
         #expect(!answer7, "no change, no wake-up")
+        _ = machine.nextPollStep()
         let answer8 = machine.assigned([p0])
         #expect(answer8 == [p0])
         let answer9 = machine.nextPollStep()
@@ -58,7 +59,7 @@ import Testing
     }
 
     @Test func aCallersPauseOutlivesARevocationAndHoldsThePartitionWhenItComesBack() {
-        var machine = ConsumerStateMachine()
+        var machine = ConsumerStateMachine(pauseGrace: .zero)
         _ = machine.assigned([p0, p1])
         machine.pause([p0])
         let answer12 = machine.nextPollStep()
@@ -76,7 +77,7 @@ import Testing
     }
 
     @Test func aRevocationWaitsForTheReaderOnlyWhileOneReadsAndTheConsumerRuns() {
-        var machine = ConsumerStateMachine()
+        var machine = ConsumerStateMachine(pauseGrace: .zero)
         _ = machine.assigned([p0])
         let revocation = PartitionRevocation()
         let answer15 = machine.revoking([p0], revocation: revocation)
@@ -88,7 +89,7 @@ import Testing
     }
 
     @Test func closeTurnsTheNextStepIntoCloseAndALaterCloseGetsTheResult() async throws {
-        var machine = ConsumerStateMachine()
+        var machine = ConsumerStateMachine(pauseGrace: .zero)
         _ = machine.assigned([])
         #expect(machine.isInGroup, "an empty assignment is membership too")
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
@@ -108,5 +109,25 @@ import Testing
             }
             continuation.resume(with: result.mapError { $0 as any Error })
         }
+    }
+
+    @Test func aShortStopOnlyWaitsAndALongOnePausesInLibrdkafka() {
+        var machine = ConsumerStateMachine(pauseGrace: .milliseconds(500))
+        _ = machine.assigned([p0])
+        let start = ContinuousClock.now
+        _ = machine.holdFetching(true)
+        let first = machine.nextPollStep(now: start)
+        #expect(first == .wait(until: start + .milliseconds(500)), "no pause, no poll: the hold may end soon")
+        _ = machine.holdFetching(false)
+        let afterShortHold = machine.nextPollStep(now: start + .milliseconds(100))
+        #expect(afterShortHold == .poll(pause: [], resume: [], rewound: []), "nothing was paused in librdkafka")
+
+        _ = machine.holdFetching(true)
+        let waiting = machine.nextPollStep(now: start + .seconds(1))
+        #expect(waiting == .wait(until: start + .seconds(1) + .milliseconds(500)))
+        let pausing = machine.nextPollStep(now: start + .seconds(2))
+        #expect(pausing == .poll(pause: [p0], resume: [], rewound: []), "past the grace: pause, and poll on")
+        let polling = machine.nextPollStep(now: start + .seconds(3))
+        #expect(polling == .poll(pause: [], resume: [], rewound: []))
     }
 }
