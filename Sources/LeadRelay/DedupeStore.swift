@@ -99,7 +99,16 @@ public final class DedupeStore: Sendable {
                     ALTER TABLE submitted_leads ADD COLUMN input_offset INTEGER;
                     """)
         }
-        try migrator.migrate(pool)
+        // Relays starting at once on one new file race to create the schema: the loser's migration fails on what
+        // the winner created, and its next attempt finds it recorded as done.
+        for attempt in 1... {
+            do {
+                try migrator.migrate(pool)
+                break
+            } catch  where attempt < 5 {
+                usleep(100_000)
+            }
+        }
     }
 
     /// The submission of `key` within the TTL before `now`, if any.

@@ -54,9 +54,10 @@ public final class RelayRuntime: Sendable {
         var producerConfiguration = kafka
         producerConfiguration.properties.merge(Self.producerDefaults) { configured, _ in configured }
         let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger)
+        let dedupeStore = try DedupeStore(path: configuration.dedupeDatabasePath, ttl: configuration.dedupeTTL)
+        // Last of what can fail: a client released without `shutdown()` stops the process.
         let client = try SeekerLeadsClient(
             configuration: SeekerLeadsClientConfiguration(configuration), logger: logger)
-        let dedupeStore = try DedupeStore(path: configuration.dedupeDatabasePath, ttl: configuration.dedupeTTL)
 
         let metrics = RelayMetrics()
         let readiness = Readiness(flags: [Readiness.credentials])

@@ -229,6 +229,9 @@ public final class RelayService: Service, Sendable {
             metadata: ["held": "\(admission.heldCount)", "queued": "\(admission.queuedCount)"])
         admission.discardQueued(of: nil)
         abandonUnsentTail(of: offsets.partitionsWithRecords)
+        // What is done is committed before the drain too: another relay leaving the group meanwhile would make the
+        // group refuse commits until its rebalance is over.
+        await commitCompleted(timeout: min(.seconds(1), settings.shutdownTimeout))
         if !(await admission.waitUntilNoneHeld(deadline: drainDeadline)) {
             logger.warning(
                 "shutdown timeout reached; unfinished records will be delivered again",
@@ -294,11 +297,11 @@ public final class RelayService: Service, Sendable {
 
     /// Commits what is done and waits for the answer: only an acknowledged commit is marked as committed, so a commit
     /// the group refused (while it rebalances) is made again, at the latest when the partition is revoked.
-    private func commitCompleted() async {
+    private func commitCompleted(timeout: Duration = .seconds(5)) async {
         let done = offsets.committable()
         guard !done.isEmpty else { return }
         do {
-            if try await consumer.commitAndWait(done, timeout: .seconds(5)) {
+            if try await consumer.commitAndWait(done, timeout: timeout) {
                 offsets.markCommitted(done)
             }
         } catch {

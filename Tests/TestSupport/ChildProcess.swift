@@ -137,6 +137,10 @@ public struct ExitedEarly: Error, CustomStringConvertible {
     public var termination: ChildProcess.Termination
     public var stderr: String
     public var description: String {
-        "\(product) exited early (\(termination)); its standard error ends with:\n\(stderr.suffix(2000))"
+        // A crash report is long: its start says what went wrong.
+        if let crash = stderr.range(of: "Fatal error") ?? stderr.range(of: "Crash") {
+            return "\(product) crashed (\(termination)):\n\(stderr[crash.lowerBound...].prefix(3000))"
+        }
+        return "\(product) exited early (\(termination)); its standard error ends with:\n\(stderr.suffix(2000))"
     }
 }
