@@ -155,8 +155,10 @@ struct RelayEnvironment {
             "LEAD_RELAY_RETRY_BASE_MS": "20",
             "LEAD_RELAY_RETRY_MAX_MS": "500",
             // Several processes share two cores in these tests: the simulator then reads a request up to several
-            // milliseconds after it arrived, and the margin is the budget's allowance for exactly that jitter.
-            "LEAD_RELAY_RATE_MARGIN_MS": "10",
+            // milliseconds after it arrived, and the margin is the budget's allowance for exactly that jitter. 10 ms
+            // still saw one violation in a full run on a machine running two other builds; 20 ms costs the tests
+            // under a tenth of their rate.
+            "LEAD_RELAY_RATE_MARGIN_MS": "20",
             "LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS": "10",
             "LEAD_RELAY_LOG_LEVEL": "info",
         ]
