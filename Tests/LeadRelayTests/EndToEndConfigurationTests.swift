@@ -132,6 +132,12 @@ import Testing
         // The broker port is closed: the reason says so, naming the configured servers.
         #expect(failing["consumer"] == "no broker reachable at \(Self.closedPort)", "\(ready.body)")
         #expect(failing["producer"] == "no broker reachable at \(Self.closedPort)", "\(ready.body)")
+        // The first scrape: every metric says what it measures, the API client's too.
+        let scrape = try await relay.get("/metrics").body
+        let helpLines = scrape.split(separator: "\n").filter { $0.hasPrefix("# HELP ") }
+        #expect(helpLines.count >= 15, "\(scrape)")
+        #expect(!scrape.contains("reported through swift-metrics"), "\(scrape)")
+        #expect(scrape.contains("# HELP lead_relay_budget_timer_lateness_seconds How late"), "\(scrape)")
         #expect(relay.process.isRunning)
         relay.process.stop()
         #expect(!relay.process.stderr.contains("e2e-configuration-token"), "the token appears in the relay's log")
