@@ -215,7 +215,7 @@ public struct RelayConfiguration: Sendable {
         Variable(name: "SEEKER_LEADS_BASE_URL", defaultValue: nil, meaning: "the Seeker Leads API, an http(s) URL"),
         Variable(
             name: "SEEKER_LEADS_TOKEN", defaultValue: nil,
-            meaning: "static API token (secret); or else the three client-credentials variables below"),
+            meaning: "static API token; or else the three client-credentials variables below"),
         Variable(
             name: "SEEKER_LEADS_TOKEN_URL", defaultValue: nil, meaning: "OAuth token endpoint (client credentials)"),
         Variable(name: "SEEKER_LEADS_CLIENT_ID", defaultValue: nil, meaning: "OAuth client id (client credentials)"),
@@ -260,12 +260,11 @@ public struct RelayConfiguration: Sendable {
             meaning: LogFormat.allCases.map(\.rawValue).joined(separator: "|")),
     ]
 
-    /// The variables as a help text: one line each, name, default (or "required") and meaning.
+    /// The variables as a help text: per variable, its name and default (or "required"), then its meaning indented,
+    /// each line short enough that a terminal of 80 columns does not wrap it.
     public static var variablesHelp: String {
-        let width = variables.map(\.name.count).max() ?? 0
-        return variables.map { variable in
-            let name = variable.name.padding(toLength: width, withPad: " ", startingAt: 0)
-            return "\(name)  \(variable.meaning) (\(variable.defaultValue.map { "default: \($0)" } ?? "required"))"
+        variables.map { variable in
+            "\(variable.name) (\(variable.defaultValue.map { "default: \($0)" } ?? "required"))\n  \(variable.meaning)"
         }.joined(separator: "\n")
     }
 

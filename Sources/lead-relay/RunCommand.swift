@@ -9,7 +9,11 @@ struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Relays lead events from Kafka to the Seeker Leads API (configured by environment variables).",
-        discussion: "Environment variables:\n\n" + RelayConfiguration.variablesHelp
+        discussion: """
+            Environment variables (a secret, such as SEEKER_LEADS_TOKEN, SEEKER_LEADS_CLIENT_SECRET or a Kafka \
+            password, may instead be given as <NAME>_FILE, the path of a file holding it):
+
+            """ + "\n" + RelayConfiguration.variablesHelp
     )
 
     func run() async throws {
