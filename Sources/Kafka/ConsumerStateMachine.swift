@@ -37,6 +37,8 @@ struct ConsumerStateMachine {
     private(set) var assignment: Set<TopicPartition> = []
     /// Whether the consumer received a first assignment (possibly empty) of its current membership.
     private(set) var hasJoined = false
+    /// Whether the group took the assignment away (lost or a failed rebalance) and none came since.
+    private(set) var hasLostAssignment = false
     /// A revocation delivered to the reader and not yet acknowledged.
     private(set) var pendingRevocation: PartitionRevocation?
     private var readerHasDemand = true
@@ -69,6 +71,12 @@ struct ConsumerStateMachine {
 
     init(pauseGrace: Duration = .milliseconds(500)) {
         self.pauseGrace = pauseGrace
+    }
+
+    var membership: KafkaConsumerMembership {
+        guard case .running = lifecycle else { return .left }
+        if hasLostAssignment { return .assignmentLost }
+        return hasJoined ? .member : .joining
     }
 
     private func shouldPause(_ partition: TopicPartition) -> Bool {
@@ -178,6 +186,7 @@ struct ConsumerStateMachine {
     mutating func assigned(_ partitions: [TopicPartition]) -> [TopicPartition] {
         assignment.formUnion(partitions)
         hasJoined = true
+        hasLostAssignment = false
         let pause = partitions.filter { shouldPause($0) }
         pausedInLibrary.formUnion(pause)
         return pause
@@ -201,8 +210,14 @@ struct ConsumerStateMachine {
         pendingRevocation = nil
     }
 
+    /// The group took the assignment away without a handover (librdkafka reports the revocation as lost).
+    mutating func assignmentLost() {
+        hasLostAssignment = true
+    }
+
     /// The group dropped the whole assignment after a failed rebalance.
     mutating func assignmentDropped() {
+        hasLostAssignment = true
         assignment.removeAll()
         pausedInLibrary.removeAll()
     }

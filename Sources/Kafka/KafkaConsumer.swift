@@ -59,6 +59,19 @@ public struct KafkaConsumerEvents: AsyncSequence, Sendable {
     }
 }
 
+/// Where a consumer stands in its group, for operators (readiness).
+public enum KafkaConsumerMembership: Sendable, Equatable {
+    /// Subscribed and waiting for its first assignment.
+    case joining
+    /// Received an assignment (possibly empty) and in the group.
+    case member
+    /// The group took the assignment away without a handover (a lost revocation or a failed rebalance); the
+    /// consumer rejoins.
+    case assignmentLost
+    /// Closing or closed.
+    case left
+}
+
 /// A member of a consumer group. Records, assignments and revocations arrive through `events`; offsets are
 /// stored nowhere implicitly: the caller commits what it finished.
 ///
@@ -172,6 +185,10 @@ public final class KafkaConsumer: Sendable {
     /// Whether the consumer has joined its group (received an assignment, possibly empty) and not left it.
     public var isInGroup: Bool {
         shared.state.withLock { $0.isInGroup }
+    }
+
+    public var membership: KafkaConsumerMembership {
+        shared.state.withLock { $0.membership }
     }
 
     /// Leaves the group and ends `events`, waiting at most `timeout`: with no broker reachable librdkafka may take
@@ -392,6 +409,7 @@ final class ConsumerPollLoop: RebalanceHandling {
     /// Delivers the records still pending, then the revocation, and waits for the reader's acknowledgement.
     func revoking(_ partitions: [TopicPartition], lost: Bool) {
         logger.info("Kafka partitions revoked", metadata: ["partitions": "\(partitions)", "lost": "\(lost)"])
+        if lost { shared.state.withLock { $0.assignmentLost() } }
         guard !partitions.isEmpty else { return }
         let revocation = PartitionRevocation()
         let (resume, awaitAcknowledgement) = shared.state.withLock {

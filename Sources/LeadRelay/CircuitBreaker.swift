@@ -1,3 +1,4 @@
+import Foundation
 import RelayPrimitives
 import Synchronization
 
@@ -26,6 +27,8 @@ public final class CircuitBreaker: Sendable {
 
     private struct Status {
         var state = State.closed
+        /// When it last opened; `nil` while closed.
+        var openedAt: Date?
         var consecutiveFailures = 0
         var failedProbes = 0
         var probeInFlight = false
@@ -64,6 +67,9 @@ public final class CircuitBreaker: Sendable {
 
     public var isOpen: Bool { status.withLock { $0.state == .open } }
 
+    /// When the circuit opened, while it is open: readiness reports it.
+    public var openSince: Date? { status.withLock { $0.openedAt } }
+
     /// Callers parked in `waitForPermission`.
     public var waitingCount: Int { status.withLock { $0.waiters.count } }
 
@@ -93,6 +99,7 @@ public final class CircuitBreaker: Sendable {
             status.consecutiveFailures = 0
             guard status.state == .open else { return ([], false) }
             status.state = .closed
+            status.openedAt = nil
             status.failedProbes = 0
             status.probeInFlight = false
             status.wakeUp?.cancel()
@@ -111,6 +118,7 @@ public final class CircuitBreaker: Sendable {
                 status.consecutiveFailures += 1
                 guard status.consecutiveFailures >= threshold else { return false }
                 status.state = .open
+                status.openedAt = Date()
                 status.failedProbes = 0
                 status.probeInFlight = false
                 scheduleProbe(after: probeDelay(afterFailedProbes: 0), in: &status)

@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import Logging
 import Prometheus
@@ -79,5 +80,37 @@ public final class ObservabilityServer: Service, Sendable {
         Response(
             status: status, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+extension ObservabilityServer {
+    /// Why the endpoint could not listen on `host:port` (the system's words, e.g. "Address already in use"), or
+    /// `nil` when it can. Port 0 (any free port) always can.
+    ///
+    /// Hummingbird binds its own socket and takes no bound one, so this binds a probe socket the way it will (the
+    /// first address `getaddrinfo` gives, as SwiftNIO takes, with `SO_REUSEADDR` as Hummingbird sets by default, which
+    /// on Linux still refuses a port another socket listens on) and closes it at once. Called before anything else
+    /// starts, it turns a late bind failure, after Kafka and everything else are up, into a clear start-up error;
+    /// a port taken in the moment between the probe and the real bind still fails as before.
+    public static func bindFailure(host: String, port: Int) -> String? {
+        guard port != 0 else { return nil }
+        var hints = addrinfo()
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var results: UnsafeMutablePointer<addrinfo>?
+        let resolved = getaddrinfo(host, String(port), &hints, &results)
+        guard resolved == 0, let address = results else {
+            return "cannot resolve the host: " + String(cString: gai_strerror(resolved))
+        }
+        defer { freeaddrinfo(results) }
+        let probe = socket(address.pointee.ai_family, address.pointee.ai_socktype, address.pointee.ai_protocol)
+        guard probe >= 0 else { return String(cString: strerror(errno)) }
+        defer { close(probe) }
+        var reuse: Int32 = 1
+        _ = setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(probe, address.pointee.ai_addr, address.pointee.ai_addrlen) == 0 else {
+            return String(cString: strerror(errno))
+        }
+        return nil
     }
 }

@@ -1,13 +1,20 @@
+import Foundation
+import Kafka
 import RelayPrimitives
 import Synchronization
 
 /// The named conditions `GET /health/ready` requires. Flags are set by the parts that know (the pipeline sets
-/// `consumer` when it joins its group, `credentials` when the API authenticates); probes are asked on each request.
+/// `credentials` when the API authenticates, `circuit` when it opens and closes); probes are asked on each request.
+/// Every failing check says why, in words an operator can act on.
 public final class Readiness: Sendable {
     public static let consumer = "consumer"
     public static let producer = "producer"
     public static let dedupeStore = "dedupe_store"
     public static let credentials = "credentials"
+    public static let circuit = "circuit"
+
+    /// Asked on each evaluation: `nil` while the check passes, else why it fails.
+    public typealias Probe = @Sendable () async -> String?
 
     private struct Flag {
         var passing: Bool
@@ -15,7 +22,7 @@ public final class Readiness: Sendable {
     }
 
     private let flags: Mutex<[String: Flag]>
-    private let probes = Mutex<[String: @Sendable () async -> Bool]>([:])
+    private let probes = Mutex<[String: Probe]>([:])
 
     /// The flags named start failing with the reason "not checked yet".
     public init(flags names: [String] = [Readiness.consumer, Readiness.producer, Readiness.credentials]) {
@@ -30,8 +37,8 @@ public final class Readiness: Sendable {
         }
     }
 
-    /// Adds a check asked on every evaluation, such as `DedupeStore.checkHealth`.
-    public func addProbe(_ name: String, _ probe: @escaping @Sendable () async -> Bool) {
+    /// Adds a check asked on every evaluation; it returns `nil` while passing, else the reason it fails.
+    public func addProbe(_ name: String, _ probe: @escaping Probe) {
         probes.withLock { $0[name] = probe }
     }
 
@@ -42,12 +49,57 @@ public final class Readiness: Sendable {
                 reasons: flags.filter { !$0.value.passing }.mapValues(\.reason))
         }
         let currentProbes = probes.withLock { $0 }
-        for (name, probe) in currentProbes {
-            let passing = await probe()
-            report.passing[name] = passing
-            report.reasons[name] = passing ? nil : "check failed"
+        // Concurrently: a probe that asks a broker can take its whole timeout when none answers.
+        let failures = await withTaskGroup(of: (String, String?).self) { group in
+            for (name, probe) in currentProbes {
+                group.addTask { (name, await probe()) }
+            }
+            var failures: [String: String?] = [:]
+            for await (name, failure) in group { failures[name] = failure }
+            return failures
+        }
+        for (name, failure) in failures {
+            report.passing[name] = failure == nil
+            report.reasons[name] = failure.map { $0.isEmpty ? "failing" : $0 }
         }
         return report
+    }
+}
+
+extension Readiness {
+    /// The consumer check: passes while the consumer is a member of its group. While it is not, a broker that
+    /// cannot be reached (`brokerReachable`, asked only then) explains why better than the membership does.
+    public static func consumerFailure(
+        _ membership: KafkaConsumerMembership, bootstrapServers: String, brokerReachable: () async -> Bool
+    ) async -> String? {
+        switch membership {
+        case .member:
+            return nil
+        case .left:
+            return "the consumer left its group (shutting down)"
+        case .joining, .assignmentLost:
+            guard await brokerReachable() else { return noBrokerReachable(at: bootstrapServers) }
+            return membership == .joining
+                ? "joining the consumer group" : "assignment lost; rejoining the consumer group"
+        }
+    }
+
+    /// The producer check: passes while a broker answers a metadata request.
+    public static func producerFailure(brokerReachable: Bool, bootstrapServers: String) -> String? {
+        brokerReachable ? nil : noBrokerReachable(at: bootstrapServers)
+    }
+
+    public static func dedupeStoreFailure(healthy: Bool, path: String) -> String? {
+        healthy ? nil : "the dedupe store \(path) cannot be read and written"
+    }
+
+    /// The circuit flag's reason while the circuit is open.
+    public static func circuitOpenReason(since: Date) -> String {
+        "circuit open since \(RFC3339Milliseconds.format(since)) after consecutive transient API failures"
+    }
+
+    static func noBrokerReachable(at bootstrapServers: String) -> String {
+        "no broker reachable at \(bootstrapServers)"
     }
 }
 

@@ -19,6 +19,31 @@ public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
     public var description: String { line }
 }
 
+/// Every configuration problem found, in the order the variables are read: the pipeline prints one line each.
+public struct ConfigurationErrors: Error, CustomStringConvertible, Sendable {
+    public var errors: [ConfigurationError]
+
+    public init(errors: [ConfigurationError]) { self.errors = errors }
+
+    public var lines: [String] { errors.map(\.line) }
+    public var description: String { lines.joined(separator: "\n") }
+}
+
+/// Runs checks, keeping every error instead of stopping at the first.
+final class ConfigurationCollector {
+    private(set) var errors: [ConfigurationError] = []
+
+    /// The value `check` returns, or `fallback` after recording its error.
+    func callAsFunction<Value>(_ fallback: Value, _ check: () throws(ConfigurationError) -> Value) -> Value {
+        do {
+            return try check()
+        } catch {
+            errors.append(error)
+            return fallback
+        }
+    }
+}
+
 /// Everything `lead-relay run` reads from its environment, validated and converted to plain Swift values.
 ///
 /// The pipeline maps these values onto the Kafka and SeekerLeads configuration types; this type knows only
@@ -70,51 +95,177 @@ public struct RelayConfiguration: Sendable {
     public var logFormat: LogFormat
 
     /// Reads and validates the environment. Secrets may be given as `<NAME>_FILE`, the path of a file holding them.
-    public static func fromEnvironment(_ env: [String: String]) throws(ConfigurationError) -> RelayConfiguration {
+    /// Every problem is reported at once, so that an operator fixes them in one go instead of one per start.
+    public static func fromEnvironment(_ env: [String: String]) throws(ConfigurationErrors) -> RelayConfiguration {
         let reader = EnvironmentReader(env)
-        let baseURL = try reader.httpURL("SEEKER_LEADS_BASE_URL")
-        let retryBaseMilliseconds = try reader.integer("LEAD_RELAY_RETRY_BASE_MS", default: 200, in: 1...3_600_000)
-        let retryMaxMilliseconds = try reader.integer(
-            "LEAD_RELAY_RETRY_MAX_MS", default: 30_000, in: retryBaseMilliseconds...86_400_000)
-        let retryDeadlineSeconds = try reader.integer(
-            "LEAD_RELAY_RETRY_DEADLINE_SECONDS", default: 3600, in: 0...31_536_000)
-
-        let kafka = try reader.kafkaProperties()
-        return RelayConfiguration(
+        let check = ConfigurationCollector()
+        // The fallbacks stand in for a failed value so that the other checks still run; they never escape, since
+        // any error is thrown below.
+        let baseURL = check(URL(string: "http://invalid")!) { () throws(ConfigurationError) in
+            try reader.httpURL("SEEKER_LEADS_BASE_URL")
+        }
+        let retryBaseMilliseconds = check(nil) { () throws(ConfigurationError) -> Int? in
+            try reader.integer("LEAD_RELAY_RETRY_BASE_MS", default: 200, in: 1...3_600_000)
+        }
+        // The maximum is checked against the base only when the base itself is valid.
+        let retryMaxMilliseconds = check(0) { () throws(ConfigurationError) in
+            try reader.integer(
+                "LEAD_RELAY_RETRY_MAX_MS", default: 30_000, in: (retryBaseMilliseconds ?? 1)...86_400_000)
+        }
+        let retryDeadlineSeconds = check(0) { () throws(ConfigurationError) in
+            try reader.integer("LEAD_RELAY_RETRY_DEADLINE_SECONDS", default: 3600, in: 0...31_536_000)
+        }
+        let kafka = reader.kafkaProperties(check)
+        let configuration = RelayConfiguration(
             kafkaProperties: kafka.properties,
             kafkaPropertiesReadFromFiles: kafka.readFromFiles,
-            groupID: try reader.groupID("LEAD_RELAY_GROUP_ID", default: "lead-relay"),
-            inputTopic: try reader.topic("LEAD_RELAY_INPUT_TOPIC", default: "leads.submitted"),
-            resultsTopic: try reader.topic("LEAD_RELAY_RESULTS_TOPIC", default: "leads.results"),
-            deadLetterTopic: try reader.topic("LEAD_RELAY_DLQ_TOPIC", default: "leads.dlq"),
-            eventType: try reader.nonEmptyLine("LEAD_RELAY_EVENT_TYPE", default: "lead.submitted"),
-            maxEventBytes: try maxEventBytes(env),
+            groupID: check("") { () throws(ConfigurationError) in
+                try reader.groupID("LEAD_RELAY_GROUP_ID", default: "lead-relay")
+            },
+            inputTopic: check("") { () throws(ConfigurationError) in
+                try reader.topic("LEAD_RELAY_INPUT_TOPIC", default: "leads.submitted")
+            },
+            resultsTopic: check("") { () throws(ConfigurationError) in
+                try reader.topic("LEAD_RELAY_RESULTS_TOPIC", default: "leads.results")
+            },
+            deadLetterTopic: check("") { () throws(ConfigurationError) in
+                try reader.topic("LEAD_RELAY_DLQ_TOPIC", default: "leads.dlq")
+            },
+            eventType: check("") { () throws(ConfigurationError) in
+                try reader.nonEmptyLine("LEAD_RELAY_EVENT_TYPE", default: "lead.submitted")
+            },
+            maxEventBytes: check(0) { () throws(ConfigurationError) in try maxEventBytes(env) },
             seekerLeadsBaseURL: baseURL,
-            seekerLeadsAuthentication: try reader.authentication(baseURL: baseURL),
+            seekerLeadsAuthentication: check(.staticToken("")) { () throws(ConfigurationError) in
+                try reader.authentication(baseURL: baseURL)
+            },
             seekerLeadsTimeout: .milliseconds(
-                try reader.integer("SEEKER_LEADS_TIMEOUT_MS", default: 10_000, in: 1...3_600_000)),
-            maxInFlight: try reader.integer("LEAD_RELAY_MAX_IN_FLIGHT", default: 10, in: 1...10_000),
-            rateLimit: try reader.integer("LEAD_RELAY_RATE_LIMIT", default: 10, in: 1...1_000_000),
-            rateWindow: .milliseconds(try reader.integer("LEAD_RELAY_RATE_WINDOW_MS", default: 200, in: 1...3_600_000)),
-            rateMargin: .milliseconds(try reader.integer("LEAD_RELAY_RATE_MARGIN_MS", default: 2, in: 0...60_000)),
-            retryBase: .milliseconds(retryBaseMilliseconds),
+                check(0) { () throws(ConfigurationError) in
+                    try reader.integer("SEEKER_LEADS_TIMEOUT_MS", default: 10_000, in: 1...3_600_000)
+                }),
+            maxInFlight: check(0) { () throws(ConfigurationError) in
+                try reader.integer("LEAD_RELAY_MAX_IN_FLIGHT", default: 10, in: 1...10_000)
+            },
+            rateLimit: check(0) { () throws(ConfigurationError) in
+                try reader.integer("LEAD_RELAY_RATE_LIMIT", default: 10, in: 1...1_000_000)
+            },
+            rateWindow: .milliseconds(
+                check(0) { () throws(ConfigurationError) in
+                    try reader.integer("LEAD_RELAY_RATE_WINDOW_MS", default: 200, in: 1...3_600_000)
+                }),
+            rateMargin: .milliseconds(
+                check(0) { () throws(ConfigurationError) in
+                    try reader.integer("LEAD_RELAY_RATE_MARGIN_MS", default: 2, in: 0...60_000)
+                }),
+            retryBase: .milliseconds(retryBaseMilliseconds ?? 0),
             retryMax: .milliseconds(retryMaxMilliseconds),
             retryDeadline: retryDeadlineSeconds == 0 ? nil : .seconds(retryDeadlineSeconds),
-            circuitThreshold: try reader.integer("LEAD_RELAY_CIRCUIT_THRESHOLD", default: 5, in: 1...1_000_000),
-            maxPendingRecords: try reader.integer(
-                "LEAD_RELAY_MAX_PENDING_RECORDS", default: 500, in: 1...10_000_000),
-            httpHost: try reader.host("LEAD_RELAY_HTTP_HOST", default: "0.0.0.0"),
-            httpPort: try reader.integer("LEAD_RELAY_HTTP_PORT", default: 8080, in: 0...65_535),
-            dedupeDatabasePath: try reader.nonEmptyLine("LEAD_RELAY_DEDUPE_DB", default: "lead-relay.sqlite"),
+            circuitThreshold: check(0) { () throws(ConfigurationError) in
+                try reader.integer("LEAD_RELAY_CIRCUIT_THRESHOLD", default: 5, in: 1...1_000_000)
+            },
+            maxPendingRecords: check(0) { () throws(ConfigurationError) in
+                try reader.integer("LEAD_RELAY_MAX_PENDING_RECORDS", default: 500, in: 1...10_000_000)
+            },
+            httpHost: check("") { () throws(ConfigurationError) in
+                try reader.host("LEAD_RELAY_HTTP_HOST", default: "0.0.0.0")
+            },
+            httpPort: check(0) { () throws(ConfigurationError) in
+                try reader.integer("LEAD_RELAY_HTTP_PORT", default: 8080, in: 0...65_535)
+            },
+            dedupeDatabasePath: check("") { () throws(ConfigurationError) in
+                try reader.nonEmptyLine("LEAD_RELAY_DEDUPE_DB", default: "lead-relay.sqlite")
+            },
             dedupeTTL: .seconds(
-                try reader.integer("LEAD_RELAY_DEDUPE_TTL_HOURS", default: 168, in: 1...876_000) * 3600),
+                check(0) { () throws(ConfigurationError) in
+                    try reader.integer("LEAD_RELAY_DEDUPE_TTL_HOURS", default: 168, in: 1...876_000)
+                } * 3600),
             shutdownTimeout: .seconds(
-                try reader.integer("LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS", default: 25, in: 0...86_400)),
-            logLevel: try reader.choice(
-                "LEAD_RELAY_LOG_LEVEL", default: .info, choices: Logger.Level.allCases.map { ($0.rawValue, $0) }),
-            logFormat: try reader.choice(
-                "LEAD_RELAY_LOG_FORMAT", default: .json, choices: LogFormat.allCases.map { ($0.rawValue, $0) })
+                check(0) { () throws(ConfigurationError) in
+                    try reader.integer("LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS", default: 25, in: 0...86_400)
+                }),
+            logLevel: check(.info) { () throws(ConfigurationError) in
+                try reader.choice(
+                    "LEAD_RELAY_LOG_LEVEL", default: .info, choices: Logger.Level.allCases.map { ($0.rawValue, $0) })
+            },
+            logFormat: check(.json) { () throws(ConfigurationError) in
+                try reader.choice(
+                    "LEAD_RELAY_LOG_FORMAT", default: .json, choices: LogFormat.allCases.map { ($0.rawValue, $0) })
+            }
         )
+        guard check.errors.isEmpty else { throw ConfigurationErrors(errors: check.errors) }
+        return configuration
+    }
+
+    /// A variable `fromEnvironment` reads, for `lead-relay run --help`.
+    public struct Variable: Sendable {
+        public var name: String
+        /// As the operator would type it; `nil` for a required variable, a phrase for a derived default.
+        public var defaultValue: String?
+        public var meaning: String
+    }
+
+    /// Every variable `fromEnvironment` reads, with the default it applies: kept next to the parsing, and checked
+    /// against it by the tests, so that the help cannot drift from it. A variable marked secret may also be given as
+    /// `<NAME>_FILE`.
+    public static let variables: [Variable] = [
+        Variable(name: "KAFKA_BOOTSTRAP_SERVERS", defaultValue: nil, meaning: "Kafka brokers, host:port[,host:port]"),
+        Variable(
+            name: "KAFKA_<NAME>", defaultValue: "librdkafka's",
+            meaning: "any librdkafka property, e.g. KAFKA_SASL_USERNAME sets sasl.username"),
+        Variable(name: "SEEKER_LEADS_BASE_URL", defaultValue: nil, meaning: "the Seeker Leads API, an http(s) URL"),
+        Variable(
+            name: "SEEKER_LEADS_TOKEN", defaultValue: nil,
+            meaning: "static API token; or else the three client-credentials variables below"),
+        Variable(
+            name: "SEEKER_LEADS_TOKEN_URL", defaultValue: nil, meaning: "OAuth token endpoint (client credentials)"),
+        Variable(name: "SEEKER_LEADS_CLIENT_ID", defaultValue: nil, meaning: "OAuth client id (client credentials)"),
+        Variable(
+            name: "SEEKER_LEADS_CLIENT_SECRET", defaultValue: nil, meaning: "OAuth client secret (client credentials)"),
+        Variable(
+            name: "SEEKER_LEADS_AUDIENCE", defaultValue: "the base URL", meaning: "OAuth audience (client credentials)"),
+        Variable(name: "SEEKER_LEADS_TIMEOUT_MS", defaultValue: "10000", meaning: "timeout of one API request"),
+        Variable(name: "LEAD_RELAY_GROUP_ID", defaultValue: "lead-relay", meaning: "Kafka consumer group"),
+        Variable(name: "LEAD_RELAY_INPUT_TOPIC", defaultValue: "leads.submitted", meaning: "topic of lead events"),
+        Variable(name: "LEAD_RELAY_RESULTS_TOPIC", defaultValue: "leads.results", meaning: "topic of outcomes"),
+        Variable(name: "LEAD_RELAY_DLQ_TOPIC", defaultValue: "leads.dlq", meaning: "topic of dead letters"),
+        Variable(name: "LEAD_RELAY_EVENT_TYPE", defaultValue: "lead.submitted", meaning: "event type relayed"),
+        Variable(name: "LEAD_RELAY_MAX_EVENT_BYTES", defaultValue: "65536", meaning: "largest event value accepted"),
+        Variable(name: "LEAD_RELAY_MAX_IN_FLIGHT", defaultValue: "10", meaning: "API requests at once"),
+        Variable(name: "LEAD_RELAY_RATE_LIMIT", defaultValue: "10", meaning: "API requests per rate window"),
+        Variable(name: "LEAD_RELAY_RATE_WINDOW_MS", defaultValue: "200", meaning: "the rate window"),
+        Variable(name: "LEAD_RELAY_RATE_MARGIN_MS", defaultValue: "2", meaning: "slack kept at each window's edge"),
+        Variable(name: "LEAD_RELAY_RETRY_BASE_MS", defaultValue: "200", meaning: "first retry back-off"),
+        Variable(name: "LEAD_RELAY_RETRY_MAX_MS", defaultValue: "30000", meaning: "longest back-off (>= the base)"),
+        Variable(
+            name: "LEAD_RELAY_RETRY_DEADLINE_SECONDS", defaultValue: "3600",
+            meaning: "retry a lead this long, then dead-letter it (0: forever)"),
+        Variable(
+            name: "LEAD_RELAY_CIRCUIT_THRESHOLD", defaultValue: "5",
+            meaning: "consecutive transient API failures that open the circuit"),
+        Variable(
+            name: "LEAD_RELAY_MAX_PENDING_RECORDS", defaultValue: "500",
+            meaning: "records held before fetching pauses"),
+        Variable(name: "LEAD_RELAY_HTTP_HOST", defaultValue: "0.0.0.0", meaning: "address of /health and /metrics"),
+        Variable(name: "LEAD_RELAY_HTTP_PORT", defaultValue: "8080", meaning: "port of /health and /metrics (0: any)"),
+        Variable(name: "LEAD_RELAY_DEDUPE_DB", defaultValue: "lead-relay.sqlite", meaning: "dedupe store file"),
+        Variable(name: "LEAD_RELAY_DEDUPE_TTL_HOURS", defaultValue: "168", meaning: "how long a lead's key is kept"),
+        Variable(
+            name: "LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS", defaultValue: "25",
+            meaning: "time to finish held records on shutdown"),
+        Variable(
+            name: "LEAD_RELAY_LOG_LEVEL", defaultValue: "info",
+            meaning: Logger.Level.allCases.map(\.rawValue).joined(separator: "|")),
+        Variable(
+            name: "LEAD_RELAY_LOG_FORMAT", defaultValue: "json",
+            meaning: LogFormat.allCases.map(\.rawValue).joined(separator: "|")),
+    ]
+
+    /// The variables as a help text: per variable, its name and default (or "required"), then its meaning indented,
+    /// each line short enough that a terminal of 80 columns does not wrap it.
+    public static var variablesHelp: String {
+        variables.map { variable in
+            "\(variable.name) (\(variable.defaultValue.map { "default: \($0)" } ?? "required"))\n  \(variable.meaning)"
+        }.joined(separator: "\n")
     }
 
     /// `LEAD_RELAY_MAX_EVENT_BYTES`, the largest event value the decoder accepts (default 64 KiB, at most 16 MiB):
@@ -317,8 +468,10 @@ struct EnvironmentReader {
     }
 
     /// Each `KAFKA_<NAME>` sets the property `KafkaConfiguration.propertyName(forEnvironmentVariable:)` names;
-    /// `KAFKA_<NAME>_FILE` supplies `<NAME>`'s value, and marks it read from a file.
-    func kafkaProperties() throws(ConfigurationError) -> (properties: [String: String], readFromFiles: Set<String>) {
+    /// `KAFKA_<NAME>_FILE` supplies `<NAME>`'s value, and marks it read from a file. Each variable's error goes to
+    /// `check`.
+    func kafkaProperties(_ check: ConfigurationCollector) -> (properties: [String: String], readFromFiles: Set<String>)
+    {
         var names = Set<String>()
         for variable in env.keys {
             let name = variable.hasSuffix("_FILE") ? String(variable.dropLast("_FILE".count)) : variable
@@ -326,22 +479,31 @@ struct EnvironmentReader {
         }
         var properties: [String: String] = [:]
         var readFromFiles = Set<String>()
-        for variable in names.sorted() {
-            guard let value = try value(variable, fileAllowed: true),
+        for variable in names.sorted() where variable != "KAFKA_BOOTSTRAP_SERVERS" {
+            guard
+                let value = check(nil, { () throws(ConfigurationError) in try value(variable, fileAllowed: true) }),
                 let property = KafkaConfiguration.propertyName(forEnvironmentVariable: variable)
             else { continue }
             properties[property] = value
             if env[variable + "_FILE"] != nil { readFromFiles.insert(property) }
         }
+        if let servers = check(nil, { () throws(ConfigurationError) in try bootstrapServers() }) {
+            properties["bootstrap.servers"] = servers
+            if env["KAFKA_BOOTSTRAP_SERVERS_FILE"] != nil { readFromFiles.insert("bootstrap.servers") }
+        }
+        return (properties, readFromFiles)
+    }
+
+    private func bootstrapServers() throws(ConfigurationError) -> String {
         let servers = try required("KAFKA_BOOTSTRAP_SERVERS", fileAllowed: true)
         guard Self.isBootstrapList(servers) else {
             let variable =
                 env["KAFKA_BOOTSTRAP_SERVERS_FILE"] != nil ? "KAFKA_BOOTSTRAP_SERVERS_FILE" : "KAFKA_BOOTSTRAP_SERVERS"
             throw ConfigurationError(
                 variable: variable,
-                message: "must be a comma-separated list of host:port\(shown(servers, of: variable))")
+                message: "must be a comma-separated list of host:port (port 1-65535)\(shown(servers, of: variable))")
         }
-        return (properties, readFromFiles)
+        return servers
     }
 
     private static func isTopicByte(_ byte: UInt8) -> Bool {
@@ -376,7 +538,8 @@ struct EnvironmentReader {
         return inet_pton(AF_INET6, address, &storage) == 1
     }
 
-    /// librdkafka's `bootstrap.servers`: `[protocol://]host[:port]` entries separated by commas.
+    /// librdkafka's `bootstrap.servers`: `[protocol://]host:port` entries separated by commas. librdkafka would take
+    /// a missing port as 9092, but a list without one is far more often a mistake (`KAFKA_BOOTSTRAP_SERVERS=x`).
     private static func isBootstrapList(_ servers: String) -> Bool {
         servers.split(separator: ",", omittingEmptySubsequences: false).allSatisfy { rawEntry in
             var entry = Substring(rawEntry.trimmingCharacters(in: .whitespaces))
@@ -393,7 +556,6 @@ struct EnvironmentReader {
                 entry = ""
             }
             guard isHost(String(host)) else { return false }
-            guard !entry.isEmpty else { return true }
             guard entry.first == ":", let port = Int(entry.dropFirst()) else { return false }
             return (1...65_535).contains(port)
         }

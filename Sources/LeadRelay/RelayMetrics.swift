@@ -93,26 +93,45 @@ public final class RelayMetrics: Sendable {
     /// their next owner publishes their outcome again.
     func recordRepeatedOutcomes(count: Int) { repeatedOutcomes.increment(by: count) }
 
-    /// Replaces the lag series: partitions no longer given (revoked) lose theirs.
-    public func recordLag(_ lag: [TopicPartition: Int64]) {
+    /// Gives newly assigned partitions their lag series at once, at 0 until the next `recordLag(_:assignment:)`, so
+    /// that a scrape right after an assignment already has them.
+    public func partitionsAssigned(_ partitions: [TopicPartition]) {
+        consumerLag.withLock { gauges in
+            for partition in partitions where gauges[partition] == nil {
+                let gauge = lagGauge(partition)
+                gauge.record(0)
+                gauges[partition] = gauge
+            }
+        }
+    }
+
+    /// Updates the lag series of the assigned partitions: one whose watermark is not known yet (librdkafka has not
+    /// fetched it, or just lost it) keeps its last value instead of vanishing from the scrape; partitions no longer
+    /// assigned lose theirs.
+    public func recordLag(_ lag: [TopicPartition: Int64], assignment: Set<TopicPartition>) {
         let gone = consumerLag.withLock { gauges -> [Gauge] in
             var gone: [Gauge] = []
-            for (partition, gauge) in gauges where lag[partition] == nil {
+            for (partition, gauge) in gauges where !assignment.contains(partition) {
                 gone.append(gauge)
                 gauges[partition] = nil
             }
-            for (partition, value) in lag {
-                let gauge =
-                    gauges[partition]
-                    ?? Gauge(
-                        label: "lead_relay_consumer_lag",
-                        dimensions: [("topic", partition.topic), ("partition", String(partition.partition))],
-                        factory: factory)
+            for partition in assignment {
+                let gauge = gauges[partition] ?? lagGauge(partition)
+                if let value = lag[partition] {
+                    gauge.record(max(0, value))
+                } else if gauges[partition] == nil {
+                    gauge.record(0)
+                }
                 gauges[partition] = gauge
-                gauge.record(max(0, value))
             }
             return gone
         }
         for gauge in gone { gauge.destroy() }
+    }
+
+    private func lagGauge(_ partition: TopicPartition) -> Gauge {
+        Gauge(
+            label: "lead_relay_consumer_lag",
+            dimensions: [("topic", partition.topic), ("partition", String(partition.partition))], factory: factory)
     }
 }

@@ -18,6 +18,8 @@ public struct RelayMetricsFactory: MetricsFactory {
         MetricsSystem.bootstrap(RelayMetricsFactory(registry: registry))
     }
 
+    /// Every metric the relay's modules create has an entry (a test checks the sources); the fallback in
+    /// `descriptor` is for metrics of other libraries.
     static let helpTexts: [String: String] = [
         "lead_relay_records_consumed_total": "Records taken from the input topic.",
         "lead_relay_outcomes_total": "Records that reached their outcome, by outcome.",
@@ -36,6 +38,8 @@ public struct RelayMetricsFactory: MetricsFactory {
         "lead_relay_api_request_duration_seconds": "Duration of requests to the Seeker Leads API.",
         "lead_relay_api_in_flight": "Requests to the Seeker Leads API outstanding.",
         "lead_relay_budget_wait_seconds": "Time spent waiting for the rate budget before a request.",
+        "lead_relay_budget_timer_lateness_seconds":
+            "How late the rate budget's timer woke a waiting request after its due instant (scheduling delay).",
         "lead_relay_retries_total": "Retries of transient API failures.",
     ]
 

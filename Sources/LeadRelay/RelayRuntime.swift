@@ -61,9 +61,19 @@ public final class RelayRuntime: Sendable {
 
         let metrics = RelayMetrics()
         let readiness = Readiness(flags: [Readiness.credentials])
-        readiness.addProbe(Readiness.consumer) { consumer.isInGroup }
-        readiness.addProbe(Readiness.producer) { await producer.isConnected(timeout: .seconds(2)) }
-        readiness.addProbe(Readiness.dedupeStore) { dedupeStore.checkHealth() }
+        let bootstrapServers = kafka.properties["bootstrap.servers"] ?? ""
+        readiness.addProbe(Readiness.consumer) {
+            await Readiness.consumerFailure(consumer.membership, bootstrapServers: bootstrapServers) {
+                await producer.isConnected(timeout: .seconds(2))
+            }
+        }
+        readiness.addProbe(Readiness.producer) {
+            Readiness.producerFailure(
+                brokerReachable: await producer.isConnected(timeout: .seconds(2)), bootstrapServers: bootstrapServers)
+        }
+        readiness.addProbe(Readiness.dedupeStore) {
+            Readiness.dedupeStoreFailure(healthy: dedupeStore.checkHealth(), path: configuration.dedupeDatabasePath)
+        }
 
         let gates = SubmissionGates(
             circuit: CircuitBreaker(threshold: configuration.circuitThreshold, backoff: configuration.retryBackoff),

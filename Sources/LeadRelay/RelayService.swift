@@ -90,6 +90,7 @@ public final class RelayService: Service, Sendable {
                 start(admission.enqueue(zip(records, routes(of: records)).map { .init(record: $0, work: $1) }))
             case .partitionsAssigned(let partitions):
                 logger.info("partitions assigned", metadata: ["partitions": "\(partitions)"])
+                metrics.partitionsAssigned(partitions)
             case .partitionsRevoked(let partitions, let revocation, let lost):
                 await finishRevoked(Set(partitions), lost: lost)
                 revocation.acknowledge()
@@ -340,7 +341,7 @@ public final class RelayService: Service, Sendable {
 
     private func publishLagPeriodically() async {
         while !Task.isCancelled {
-            metrics.recordLag(consumer.lag())
+            metrics.recordLag(consumer.lag(), assignment: consumer.assignment())
             metrics.setInProcessRecords(admission.heldCount)
             try? await Task.sleep(for: settings.lagInterval)
         }

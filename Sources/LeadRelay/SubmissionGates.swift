@@ -1,3 +1,4 @@
+import Foundation
 import SeekerLeads
 import Synchronization
 
@@ -24,6 +25,7 @@ final class SubmissionGates: Sendable {
         self.attemptSlots = AsyncSlots(capacity: maxConcurrentAttempts)
         self.metrics = metrics
         self.readiness = readiness
+        readiness.set(Readiness.circuit, passing: !circuit.isOpen)
     }
 
     var isHoldingSubmissions: Bool { circuit.isOpen || credentials.isOpen }
@@ -38,6 +40,10 @@ final class SubmissionGates: Sendable {
             group.addTask {
                 for await state in self.circuit.stateChanges {
                     self.metrics.setCircuitOpen(state == .open)
+                    self.readiness.set(
+                        Readiness.circuit, passing: state == .closed,
+                        reason: state == .open
+                            ? Readiness.circuitOpenReason(since: self.circuit.openSince ?? Date()) : "")
                     await self.reportHolding(onHoldingChange)
                 }
             }

@@ -72,6 +72,9 @@ public struct Demo: Sendable {
 
     public var options: Options
 
+    /// The health and metrics endpoint listens on loopback only.
+    public static let httpHost = "127.0.0.1"
+
     public init(options: Options) {
         self.options = options
     }
@@ -107,7 +110,7 @@ public struct Demo: Sendable {
             "SEEKER_LEADS_TOKEN_URL": simulator.tokenURL,
             "SEEKER_LEADS_CLIENT_ID": simulatorOptions.clientID,
             "SEEKER_LEADS_CLIENT_SECRET": simulatorOptions.clientSecret,
-            "LEAD_RELAY_HTTP_HOST": "127.0.0.1",
+            "LEAD_RELAY_HTTP_HOST": Self.httpHost,
             "LEAD_RELAY_HTTP_PORT": String(options.httpPort),
             "LEAD_RELAY_DEDUPE_DB": dedupeDirectory.appendingPathComponent("dedupe.sqlite").path,
         ])

@@ -10,6 +10,22 @@ final class ClientMetrics: Sendable {
     private let inFlightGauge = Gauge(label: "lead_relay_api_in_flight")
     private let inFlightCount = Mutex(0)
 
+    /// The answers a dashboard or an alert watches, present from the first scrape at zero; other codes appear with
+    /// their first request.
+    static let usualCodes = [
+        "201", "400", "401", "403", "422", "429", "500", "502", "503", "504", "timeout", "connection_error",
+    ]
+
+    init() {
+        requestsByCode.withLock { counters in
+            for code in Self.usualCodes {
+                let counter = Counter(label: "lead_relay_api_requests_total", dimensions: [("code", code)])
+                counter.increment(by: 0)
+                counters[code] = counter
+            }
+        }
+    }
+
     func countRequest(code: String) {
         let counter = requestsByCode.withLock { counters -> Counter in
             if let existing = counters[code] { return existing }

@@ -43,6 +43,8 @@ struct DemoCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Before the mock cluster starts and the samples are produced, which would all be in vain.
+        try exitUnlessListenable(host: Demo.httpHost, port: httpPort, setting: "--http-port")
         limitMallocArenas()
         RelayLogging.bootstrap(level: Logger.Level(rawValue: logLevel) ?? .warning, format: .json)
         let registry = PrometheusCollectorRegistry()

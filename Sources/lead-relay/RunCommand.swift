@@ -8,12 +8,19 @@ import ServiceLifecycle
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Relays lead events from Kafka to the Seeker Leads API (configured by environment variables)."
+        abstract: "Relays lead events from Kafka to the Seeker Leads API (configured by environment variables).",
+        discussion: """
+            Environment variables (a secret, such as SEEKER_LEADS_TOKEN, SEEKER_LEADS_CLIENT_SECRET or a Kafka \
+            password, may instead be given as <NAME>_FILE, the path of a file holding it):
+
+            """ + "\n" + RelayConfiguration.variablesHelp
     )
 
     func run() async throws {
         limitMallocArenas()
         let configuration = try loadConfigurationOrExit()
+        try exitUnlessListenable(
+            host: configuration.httpHost, port: configuration.httpPort, setting: "LEAD_RELAY_HTTP_PORT")
         RelayLogging.bootstrap(level: configuration.logLevel, format: configuration.logFormat)
         let registry = PrometheusCollectorRegistry()
         RelayMetricsFactory.bootstrap(registry: registry)
@@ -35,12 +42,23 @@ struct RunCommand: AsyncParsableCommand {
     }
 }
 
-/// A bad configuration stops start-up before anything connects: one line naming the variable, exit status 2.
+/// A bad configuration stops start-up before anything connects: one line per problem, each naming its variable,
+/// exit status 2.
 func loadConfigurationOrExit() throws -> RelayConfiguration {
     do {
         return try RelayConfiguration.fromEnvironment(ProcessInfo.processInfo.environment)
     } catch {
-        FileHandle.standardError.write(Data((error.line + "\n").utf8))
+        FileHandle.standardError.write(Data(error.lines.map { $0 + "\n" }.joined().utf8))
         throw ExitCode(2)
     }
+}
+
+/// An endpoint address the relay cannot listen on (typically a port another process holds) stops start-up before
+/// anything else happens: one line naming the address and the setting to change, exit status 2.
+func exitUnlessListenable(host: String, port: Int, setting: String) throws {
+    guard let failure = ObservabilityServer.bindFailure(host: host, port: port) else { return }
+    let address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    let line = "lead-relay: \(setting): cannot listen on \(address): \(failure); choose another port (0: any free one)"
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+    throw ExitCode(2)
 }

@@ -130,4 +130,21 @@ import Testing
         let polling = machine.nextPollStep(now: start + .seconds(3))
         #expect(polling == .poll(pause: [], resume: [], rewound: []))
     }
+
+    /// What readiness reports: joining until the first assignment, lost until the next one, left once closed.
+    @Test func membershipFollowsAssignmentsAndTheirLoss() {
+        var machine = ConsumerStateMachine()
+        #expect(machine.membership == .joining)
+        _ = machine.assigned([])
+        #expect(machine.membership == .member, "an empty assignment is membership")
+        machine.assignmentLost()
+        #expect(machine.membership == .assignmentLost)
+        _ = machine.assigned([p0])
+        #expect(machine.membership == .member)
+        machine.assignmentDropped()
+        #expect(machine.membership == .assignmentLost)
+        _ = machine.assigned([p0])
+        _ = machine.closed(.success(()))
+        #expect(machine.membership == .left)
+    }
 }

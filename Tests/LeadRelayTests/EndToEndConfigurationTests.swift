@@ -91,6 +91,33 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: scratch.path("dedupe.sqlite")), "the dedupe store was opened")
     }
 
+    /// No environment at all: every missing required variable, one line each, and nothing started.
+    @Test func emptyEnvironmentNamesEveryRequiredVariable() async throws {
+        let scratch = try ScratchDirectory()
+        let relay = try ChildProcess(product: "lead-relay", arguments: ["run"], logDirectory: scratch.url)
+        #expect(try await relay.waitForExit(timeout: .seconds(60)) == .exited(2))
+        let lines = relay.stderr.split(separator: "\n").map(String.init)
+        let named = lines.compactMap { line -> String? in
+            guard line.hasPrefix("lead-relay: ") else { return nil }
+            return line.dropFirst("lead-relay: ".count).split(separator: ":").first.map(String.init)
+        }
+        #expect(named == ["SEEKER_LEADS_BASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "SEEKER_LEADS_TOKEN"], "\(relay.stderr)")
+        #expect(lines.count == named.count, "standard error: \(relay.stderr)")
+    }
+
+    /// `run --help` lists every variable the relay reads.
+    @Test func runHelpListsEveryVariable() throws {
+        let scratch = try ScratchDirectory()
+        let text = try CommandLineTests.run(["run", "--help"], scratch: scratch).output
+        for variable in [
+            "KAFKA_BOOTSTRAP_SERVERS", "SEEKER_LEADS_BASE_URL", "SEEKER_LEADS_TOKEN", "SEEKER_LEADS_CLIENT_SECRET",
+            "LEAD_RELAY_HTTP_PORT", "LEAD_RELAY_DEDUPE_DB", "LEAD_RELAY_LOG_FORMAT", "LEAD_RELAY_MAX_EVENT_BYTES",
+        ] {
+            #expect(text.contains(variable), "\(variable) in: \(text)")
+        }
+        #expect(text.contains("default: 8080"), "\(text)")
+    }
+
     /// The control for the cases above: the valid environment starts (and would go on trying to connect).
     @Test func validEnvironmentStarts() async throws {
         let scratch = try ScratchDirectory()
@@ -99,8 +126,18 @@ import Testing
         let ready = try await relay.get("/health/ready")
         #expect(ready.status == 503)
         let failing = (jsonObject(Array(ready.body.utf8))?["failing"] as? [[String: Any]] ?? [])
-            .compactMap { $0["check"] as? String }
-        #expect(failing.contains("consumer"), "\(ready.body)")
+            .reduce(into: [String: String]()) { reasons, entry in
+                if let check = entry["check"] as? String { reasons[check] = entry["reason"] as? String }
+            }
+        // The broker port is closed: the reason says so, naming the configured servers.
+        #expect(failing["consumer"] == "no broker reachable at \(Self.closedPort)", "\(ready.body)")
+        #expect(failing["producer"] == "no broker reachable at \(Self.closedPort)", "\(ready.body)")
+        // The first scrape: every metric says what it measures, the API client's too.
+        let scrape = try await relay.get("/metrics").body
+        let helpLines = scrape.split(separator: "\n").filter { $0.hasPrefix("# HELP ") }
+        #expect(helpLines.count >= 15, "\(scrape)")
+        #expect(!scrape.contains("reported through swift-metrics"), "\(scrape)")
+        #expect(scrape.contains("# HELP lead_relay_budget_timer_lateness_seconds How late"), "\(scrape)")
         #expect(relay.process.isRunning)
         relay.process.stop()
         #expect(!relay.process.stderr.contains("e2e-configuration-token"), "the token appears in the relay's log")

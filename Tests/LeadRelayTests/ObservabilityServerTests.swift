@@ -38,7 +38,9 @@ import Testing
     @Test func readinessNamesEachFailingCheck() async throws {
         let readiness = Readiness()
         let storeHealthy = Locked(false)
-        readiness.addProbe(Readiness.dedupeStore) { storeHealthy.value }
+        readiness.addProbe(Readiness.dedupeStore) {
+            Readiness.dedupeStoreFailure(healthy: storeHealthy.value, path: "relay.sqlite")
+        }
         readiness.set(Readiness.consumer, passing: true)
         readiness.set(Readiness.credentials, passing: false, reason: "authentication failed (401)")
         let registry = PrometheusCollectorRegistry()
@@ -51,6 +53,8 @@ import Testing
                 let failing = try #require(body["failing"] as? [[String: String]])
                 #expect(failing.map { $0["check"] } == ["credentials", "dedupe_store", "producer"])
                 #expect(failing.first?["reason"] == "authentication failed (401)")
+                #expect(
+                    failing.dropFirst().first?["reason"] == "the dedupe store relay.sqlite cannot be read and written")
                 let checks = try #require(body["checks"] as? [String: String])
                 #expect(checks["consumer"] == "pass")
             }

@@ -19,9 +19,9 @@ import Testing
             let configuration = try RelayConfiguration.fromEnvironment(env)
             Issue.record("expected an error naming \(variable), got \(configuration)", sourceLocation: sourceLocation)
         } catch {
-            #expect(error.variable == variable, sourceLocation: sourceLocation)
-            #expect(error.line.hasPrefix("lead-relay: \(variable): "), sourceLocation: sourceLocation)
-            #expect(!error.line.contains("\n"), sourceLocation: sourceLocation)
+            #expect(error.errors.map(\.variable) == [variable], sourceLocation: sourceLocation)
+            #expect(error.lines.first?.hasPrefix("lead-relay: \(variable): ") == true, sourceLocation: sourceLocation)
+            #expect(error.lines.allSatisfy { !$0.contains("\n") }, sourceLocation: sourceLocation)
         }
     }
 
@@ -211,11 +211,97 @@ import Testing
     @Test func errorLineQuotesTheValue() {
         var env = Self.minimal
         env["LEAD_RELAY_HTTP_PORT"] = "abc"
-        #expect(throws: ConfigurationError.self) { try RelayConfiguration.fromEnvironment(env) }
+        #expect(throws: ConfigurationErrors.self) { try RelayConfiguration.fromEnvironment(env) }
         do {
             _ = try RelayConfiguration.fromEnvironment(env)
         } catch {
-            #expect(error.line == #"lead-relay: LEAD_RELAY_HTTP_PORT: must be an integer from 0 to 65535, got "abc""#)
+            #expect(
+                error.lines == [#"lead-relay: LEAD_RELAY_HTTP_PORT: must be an integer from 0 to 65535, got "abc""#])
         }
+    }
+
+    /// Every problem at once, in reading order, secrets unquoted; a check that depends on an invalid value is skipped.
+    @Test func everyErrorAtOnce() {
+        let env = [
+            "KAFKA_BOOTSTRAP_SERVERS": "x",
+            "KAFKA_SASL_PASSWORD_FILE": "/nonexistent/lead-relay/password",
+            "SEEKER_LEADS_TOKEN": "has whitespace secret",
+            "LEAD_RELAY_RETRY_BASE_MS": "0",
+            "LEAD_RELAY_RETRY_MAX_MS": "100",
+            "LEAD_RELAY_HTTP_PORT": "abc",
+            "LEAD_RELAY_LOG_FORMAT": "xml",
+        ]
+        do {
+            let configuration = try RelayConfiguration.fromEnvironment(env)
+            Issue.record("expected errors, got \(configuration)")
+        } catch {
+            #expect(
+                error.errors.map(\.variable) == [
+                    "SEEKER_LEADS_BASE_URL", "LEAD_RELAY_RETRY_BASE_MS", "KAFKA_SASL_PASSWORD_FILE",
+                    "KAFKA_BOOTSTRAP_SERVERS", "SEEKER_LEADS_TOKEN", "LEAD_RELAY_HTTP_PORT", "LEAD_RELAY_LOG_FORMAT",
+                ])
+            #expect(error.lines.allSatisfy { $0.hasPrefix("lead-relay: ") && !$0.contains("\n") })
+            #expect(!error.description.contains("has whitespace secret"))
+            #expect(error.description.split(separator: "\n").count == error.errors.count)
+        }
+    }
+
+    /// Without the base, the maximum is only checked against its own range.
+    @Test func retryMaximumIsCheckedAgainstAValidBaseOnly() {
+        var env = Self.minimal
+        env["LEAD_RELAY_RETRY_BASE_MS"] = "500"
+        env["LEAD_RELAY_RETRY_MAX_MS"] = "100"
+        expectError(env, naming: "LEAD_RELAY_RETRY_MAX_MS")
+    }
+
+    @Test(arguments: ["x", "localhost", "a:9092,b", "[::1]", "host:0", "host:65536", "[::1]:x"])
+    func bootstrapServersNeedAPort(servers: String) {
+        var env = Self.minimal
+        env["KAFKA_BOOTSTRAP_SERVERS"] = servers
+        expectError(env, naming: "KAFKA_BOOTSTRAP_SERVERS")
+    }
+
+    @Test(arguments: ["localhost:9092", "a:1,b:65535", "[::1]:9092", "SSL://broker.example.com:9093", "10.0.0.1:9092"])
+    func bootstrapServersAccepted(servers: String) throws {
+        var env = Self.minimal
+        env["KAFKA_BOOTSTRAP_SERVERS"] = servers
+        #expect(try RelayConfiguration.fromEnvironment(env).kafkaProperties["bootstrap.servers"] == servers)
+    }
+
+    /// The help table and the parsing agree: every variable in the table is read (a bad value is reported naming
+    /// it), its default is the one applied, and every variable the parser names is in the table.
+    @Test func variablesTableMatchesTheParsing() throws {
+        let tabled = RelayConfiguration.variables.map(\.name).filter { $0 != "KAFKA_<NAME>" }
+        let credentials = [
+            "SEEKER_LEADS_TOKEN_URL": "http://127.0.0.1:8082/token", "SEEKER_LEADS_CLIENT_ID": "id",
+            "SEEKER_LEADS_CLIENT_SECRET": "secret",
+        ]
+        for name in tabled where name != "KAFKA_BOOTSTRAP_SERVERS" && name != "SEEKER_LEADS_BASE_URL" {
+            var env = Self.minimal
+            if credentials[name] != nil || name == "SEEKER_LEADS_AUDIENCE" {
+                env["SEEKER_LEADS_TOKEN"] = nil
+                env.merge(credentials) { _, new in new }
+            }
+            // The client id and secret need only be non-empty.
+            env[name] = name.hasPrefix("SEEKER_LEADS_CLIENT_") ? "" : "bad value\n"
+            expectError(env, naming: name)
+        }
+        let baseline = try RelayConfiguration.fromEnvironment(Self.minimal).description
+        for variable in RelayConfiguration.variables where variable.name.hasPrefix("LEAD_RELAY_") {
+            var env = Self.minimal
+            let defaultValue = try #require(variable.defaultValue)
+            env[variable.name] = defaultValue
+            #expect(
+                try RelayConfiguration.fromEnvironment(env).description == baseline,
+                "the default of \(variable.name)")
+        }
+        let source = try String(
+            contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent("Sources/LeadRelay/RelayConfiguration.swift"),
+            encoding: .utf8)
+        let named = Set(
+            source.matches(of: #/"((?:LEAD_RELAY|SEEKER_LEADS|KAFKA)_[A-Z_]+)"/#).map { String($0.1) }
+                .filter { !$0.hasSuffix("_FILE") })
+        #expect(named.subtracting(tabled).isEmpty, "read but not in the help: \(named.subtracting(tabled))")
     }
 }

@@ -30,7 +30,8 @@ func promtoolCheck(_ exposition: String, promtool: String) throws -> (status: In
         metrics.recordOutcome(.deadLettered, deadLetterReason: .schemaViolation, recordTimestamp: nil)
         metrics.setCircuitOpen(true)
         metrics.setInProcessRecords(7)
-        metrics.recordLag([TopicPartition(topic: "leads.submitted", partition: 3): 42])
+        let p3 = TopicPartition(topic: "leads.submitted", partition: 3)
+        metrics.recordLag([p3: 42], assignment: [p3])
         // As the SeekerLeads module reports them through swift-metrics.
         Counter(label: "lead_relay_api_requests_total", dimensions: [("code", "201")], factory: factory).increment()
         CoreMetrics.Timer(label: "lead_relay_api_request_duration_seconds", factory: factory)
@@ -38,6 +39,7 @@ func promtoolCheck(_ exposition: String, promtool: String) throws -> (status: In
         Meter(label: "lead_relay_api_in_flight", factory: factory).set(3)
         CoreMetrics.Timer(label: "lead_relay_budget_wait_seconds", factory: factory).recordMilliseconds(15)
         Counter(label: "lead_relay_retries_total", factory: factory).increment()
+        CoreMetrics.Timer(label: "lead_relay_budget_timer_lateness_seconds", factory: factory).recordMicroseconds(80)
         return registry
     }
 
@@ -80,8 +82,8 @@ func promtoolCheck(_ exposition: String, promtool: String) throws -> (status: In
         let metrics = RelayMetrics(factory: RelayMetricsFactory(registry: registry))
         let p0 = TopicPartition(topic: "leads.submitted", partition: 0)
         let p1 = TopicPartition(topic: "leads.submitted", partition: 1)
-        metrics.recordLag([p0: 5, p1: 6])
-        metrics.recordLag([p1: 1])
+        metrics.recordLag([p0: 5, p1: 6], assignment: [p0, p1])
+        metrics.recordLag([p1: 1], assignment: [p1])
         let text = registry.emitToString()
         #expect(!text.contains("partition=\"0\""))
         #expect(text.contains("lead_relay_consumer_lag{topic=\"leads.submitted\",partition=\"1\"} 1"))
@@ -90,5 +92,54 @@ func promtoolCheck(_ exposition: String, promtool: String) throws -> (status: In
     @Test(.enabled(if: promtoolPath != nil)) func expositionPassesPromtool() throws {
         let result = try promtoolCheck(Self.populatedRegistry().emitToString(), promtool: try #require(promtoolPath))
         #expect(result.status == 0, "promtool: \(result.output)")
+    }
+
+    /// Every metric label in the sources, as written at its creation.
+    static func labelsInSources() throws -> Set<String> {
+        let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Sources")
+        var labels = Set<String>()
+        let files = try #require(FileManager.default.enumerator(at: sources, includingPropertiesForKeys: nil))
+        for case let file as URL in files where file.pathExtension == "swift" {
+            let text = try String(contentsOf: file, encoding: .utf8)
+            for match in text.matches(of: #/label: "(lead_relay_[a-z_]+)"/#) { labels.insert(String(match.1)) }
+        }
+        return labels
+    }
+
+    /// A metric without its own help text would show the factory's fallback, which says nothing of what it measures.
+    @Test func everyMetricInTheSourcesHasAHelpText() throws {
+        let labels = try Self.labelsInSources()
+        #expect(labels.count >= 16, "\(labels)")
+        let missing = labels.filter { RelayMetricsFactory.helpTexts[$0] == nil }
+        #expect(missing.isEmpty, "no help text: \(missing.sorted())")
+    }
+
+    @Test func everyHelpLineOfAScrapeSaysWhatItMeasures() throws {
+        let text = Self.populatedRegistry().emitToString()
+        let helpLines = text.split(separator: "\n").filter { $0.hasPrefix("# HELP ") }
+        let helped = Set(helpLines.compactMap { $0.split(separator: " ").dropFirst(2).first.map(String.init) })
+        #expect(helped == Set(RelayMetricsFactory.helpTexts.keys), "\(text)")
+        #expect(!text.contains("reported through swift-metrics"), "\(text)")
+    }
+
+    @Test func assignedPartitionsHaveALagSeriesAtOnceThatOutlivesAnUnknownWatermark() {
+        let registry = PrometheusCollectorRegistry()
+        let metrics = RelayMetrics(factory: RelayMetricsFactory(registry: registry))
+        let first = TopicPartition(topic: "leads.submitted", partition: 0)
+        let second = TopicPartition(topic: "leads.submitted", partition: 1)
+        metrics.partitionsAssigned([first, second])
+        var text = registry.emitToString()
+        #expect(text.contains(#"lead_relay_consumer_lag{topic="leads.submitted",partition="0"} 0"#), "\(text)")
+        #expect(text.contains(#"lead_relay_consumer_lag{topic="leads.submitted",partition="1"} 0"#), "\(text)")
+        metrics.recordLag([first: 5, second: 7], assignment: [first, second])
+        // The second partition's watermark is not known this time: it keeps its value.
+        metrics.recordLag([first: 3], assignment: [first, second])
+        text = registry.emitToString()
+        #expect(text.contains(#"lead_relay_consumer_lag{topic="leads.submitted",partition="0"} 3"#), "\(text)")
+        #expect(text.contains(#"lead_relay_consumer_lag{topic="leads.submitted",partition="1"} 7"#), "\(text)")
+        metrics.recordLag([first: 1], assignment: [first])
+        text = registry.emitToString()
+        #expect(!text.contains(#"partition="1""#), "\(text)")
     }
 }

@@ -116,8 +116,9 @@ import Testing
             #expect {
                 try RelayConfiguration.fromEnvironment(env)
             } throws: { error in
-                guard let error = error as? ConfigurationError else { return false }
-                return error.variable == "KAFKA_BOOTSTRAP_SERVERS_FILE" && !error.line.contains(Self.mark(7))
+                guard let errors = error as? ConfigurationErrors else { return false }
+                return errors.errors.map(\.variable) == ["KAFKA_BOOTSTRAP_SERVERS_FILE"]
+                    && !errors.description.contains(Self.mark(7))
             }
         }
     }
