@@ -119,9 +119,17 @@ extension EndToEnd {
             try await waitUntil("every lead stored by the API", timeout: .seconds(180)) {
                 try await simulator.stats().leadsStored >= samples.count
             }
-            // One after the other, as a rollout stops them: a relay stopping while another leaves the group finds its
-            // last commit refused for the whole rebalance (see the README).
+            // One after the other, as a rollout stops them, the second once it is ready again with every partition
+            // read to its end and nothing held: a relay stopping while the group rebalances finds its commits refused
+            // until the rebalance is over (see the README).
             #expect(try await first.terminate() == .exited(0))
+            try await second.waitUntilReady()
+            try await waitUntil("the survivor to hold nothing, every partition read", timeout: .seconds(90)) {
+                let metrics = try await second.metrics()
+                let lag = metrics.series(named: "lead_relay_consumer_lag")
+                return lag.count == Int(Topics.partitions[Topics.input] ?? 0) && lag.allSatisfy { $0.value == 0 }
+                    && metrics.value("lead_relay_in_process_records") == 0
+            }
             #expect(try await second.terminate() == .exited(0))
             try await expectEachLeadStoredOnce(samples, by: simulator)
             let stats = try await simulator.stats()
