@@ -203,15 +203,7 @@ public final class RelayService: Service, Sendable {
         abandonUnsentTail(of: partitions)
         let idle = await offsets.waitUntilIdle(partitions, deadline: .now + settings.shutdownTimeout)
         if !idle { abandonInFlight(of: partitions) }
-        let done = offsets.committable().filter { partitions.contains($0.key) }
-        if !lost, !done.isEmpty {
-            do {
-                try await consumer.commitAndWait(done)
-                offsets.markCommitted(done)
-            } catch {
-                logger.warning("commit of revoked partitions failed", metadata: ["error": "\(error)"])
-            }
-        }
+        if !lost { await commitCompleted(of: partitions) }
         let repeated = offsets.remove(partitions)
         if repeated > 0 {
             metrics.recordRepeatedOutcomes(count: Int(repeated))
@@ -271,43 +263,40 @@ public final class RelayService: Service, Sendable {
     /// The last commit: while the group rebalances (another relay leaving at the same time) it is refused, so it is
     /// retried until the rebalance is over or `deadline` passes.
     private func commitBeforeLeaving(until deadline: ContinuousClock.Instant) async {
-        while true {
-            let done = offsets.committable()
-            guard !done.isEmpty else { return }
-            let remaining = deadline - .now
-            guard remaining > .zero else {
-                let uncommitted = offsets.remove(done.keys)
-                metrics.recordRepeatedOutcomes(count: Int(uncommitted))
-                logger.warning(
-                    "final commit did not succeed in time; their next owner repeats these outcomes",
-                    metadata: ["count": "\(uncommitted)"])
-                return
-            }
-            do {
-                if try await consumer.commitAndWait(done, timeout: remaining) {
-                    offsets.markCommitted(done)
-                    return
-                }
-            } catch {
-                logger.warning("final commit failed; retrying", metadata: ["error": "\(error)"])
-            }
+        let backoff = Backoff(base: .milliseconds(100), max: .seconds(1))
+        var refusals = 0
+        while deadline > .now {
+            if await commitCompleted(timeout: deadline - .now) { return }
             // A refused commit is retried once the group had time to finish its rebalance.
-            try? await Task.sleep(for: min(.milliseconds(250), max(.zero, deadline - .now)))
+            refusals += 1
+            try? await Task.sleep(for: min(backoff.delay(afterAttempt: refusals), max(.zero, deadline - .now)))
         }
+        let uncommitted = offsets.remove(offsets.committable().keys)
+        guard uncommitted > 0 else { return }
+        metrics.recordRepeatedOutcomes(count: Int(uncommitted))
+        logger.warning(
+            "final commit did not succeed in time; their next owner repeats these outcomes",
+            metadata: ["count": "\(uncommitted)"])
     }
 
     /// Commits what is done and waits for the answer: only an acknowledged commit is marked as committed, so a commit
     /// the group refused (while it rebalances) is made again, at the latest when the partition is revoked.
-    private func commitCompleted(timeout: Duration = .seconds(5)) async {
-        let done = offsets.committable()
-        guard !done.isEmpty else { return }
+    /// `partitions` nil commits every partition. Returns whether nothing was left to commit.
+    @discardableResult
+    private func commitCompleted(of partitions: Set<TopicPartition>? = nil, timeout: Duration = .seconds(5)) async
+        -> Bool
+    {
+        let done = offsets.committable().filter { partitions?.contains($0.key) ?? true }
+        guard !done.isEmpty else { return true }
         do {
             if try await consumer.commitAndWait(done, timeout: timeout) {
                 offsets.markCommitted(done)
+                return true
             }
         } catch {
             logger.warning("offset commit failed; retrying on the next round", metadata: ["error": "\(error)"])
         }
+        return false
     }
 
     /// Readiness needs working credentials before the first lead needs them: fetch a token now,
