@@ -25,7 +25,7 @@ release: deps
 
 test: test-deps
 	$(QUIET) $(SWIFT) build --build-tests
-	$(QUIET) $(SWIFT) test --skip-build --no-parallel
+	SWIFT=$(SWIFT) ./scripts/run-swift-tests
 	python3 -m pytest -q -p no:cacheprovider deploy/tests
 
 demo: deps

@@ -82,6 +82,8 @@ public final class KafkaConsumer: Sendable {
     private let shared: ConsumerShared
     private let logger: Logger
     public let events: KafkaConsumerEvents
+    /// Finished by the poll thread after librdkafka's close, or by `close(timeout:)` when that takes too long.
+    private let eventsSource: KafkaConsumerEvents.Producer.Source
 
     /// Group consumer with `partition.assignment.strategy=cooperative-sticky`, `enable.auto.commit=false`,
     /// `enable.auto.offset.store=false` and `auto.offset.reset=earliest`; `configuration.properties` are applied on
@@ -117,13 +119,19 @@ public final class KafkaConsumer: Sendable {
         let client = try RDKafkaClient(
             kind: .consumer, properties: properties, secretProperties: configuration.secretProperties, logger: logger)
         shared.client.withLock { $0 = client }
+        // librdkafka 2.0.2 can hang for ever in consumer_close when a cooperative assignment arrives during the
+        // close (librdkafka issue 4527, fixed in 2.4.0); leaving the subscription first avoids that.
+        let leavesSubscriptionBeforeClose =
+            properties["partition.assignment.strategy"]?.contains("cooperative") ?? false
         ConsumerPollLoop.start(
             client: client, shared: shared, source: sequence.source, maxBatch: maxBatch,
-            revocationTimeout: revocationTimeout, logger: logger)
+            revocationTimeout: revocationTimeout, leavesSubscriptionBeforeClose: leavesSubscriptionBeforeClose,
+            logger: logger)
         self.client = client
         self.shared = shared
         self.logger = logger
         self.events = KafkaConsumerEvents(producer: sequence.sequence)
+        self.eventsSource = sequence.source
         logger.debug(
             "Kafka consumer created",
             metadata: ["kafka.client": "\(client.name)", "kafka.configuration": "\(configuration.redactedDescription)"]
@@ -193,12 +201,14 @@ public final class KafkaConsumer: Sendable {
 
     /// Leaves the group and ends `events`, waiting at most `timeout`: with no broker reachable librdkafka may take
     /// far longer to give up, and the group is then left to the session timeout. Revocations during close are
-    /// acknowledged automatically, so commit finished work before closing. Returns whether the close finished.
+    /// acknowledged automatically, so commit finished work before closing. Returns whether the close finished;
+    /// `events` ends either way, so that no reader waits on a consumer that is going away.
     @discardableResult
     public func close(timeout: Duration = .seconds(30)) async throws -> Bool {
         let finished = try await withTimeout(timeout) { try await self.shared.close() } != nil
         if !finished {
             logger.warning("Kafka consumer close did not finish in time", metadata: ["timeout": "\(timeout)"])
+            eventsSource.finish()
         }
         return finished
     }
@@ -271,6 +281,7 @@ final class ConsumerPollLoop: RebalanceHandling {
     private let source: KafkaConsumerEvents.Producer.Source
     private let maxBatch: Int
     private let revocationTimeout: Duration
+    private let leavesSubscriptionBeforeClose: Bool
     private let logger: Logger
     /// Events of the turn in progress, not yet yielded to the reader.
     private var pending: [KafkaConsumerEvent] = []
@@ -283,13 +294,14 @@ final class ConsumerPollLoop: RebalanceHandling {
 
     private init(
         client: RDKafkaClient, shared: ConsumerShared, source: KafkaConsumerEvents.Producer.Source, maxBatch: Int,
-        revocationTimeout: Duration, logger: Logger
+        revocationTimeout: Duration, leavesSubscriptionBeforeClose: Bool, logger: Logger
     ) {
         self.client = client
         self.shared = shared
         self.source = source
         self.maxBatch = maxBatch
         self.revocationTimeout = revocationTimeout
+        self.leavesSubscriptionBeforeClose = leavesSubscriptionBeforeClose
         self.logger = logger
         batch.reserveCapacity(maxBatch)
     }
@@ -297,13 +309,14 @@ final class ConsumerPollLoop: RebalanceHandling {
     /// The thread keeps the client alive until the consumer has left its group.
     static func start(
         client: RDKafkaClient, shared: ConsumerShared, source: KafkaConsumerEvents.Producer.Source, maxBatch: Int,
-        revocationTimeout: Duration, logger: Logger
+        revocationTimeout: Duration, leavesSubscriptionBeforeClose: Bool, logger: Logger
     ) {
         let name = "kafka-consumer-\(client.name)"
         let thread = Thread {
             let loop = ConsumerPollLoop(
                 client: client, shared: shared, source: source, maxBatch: maxBatch,
-                revocationTimeout: revocationTimeout, logger: logger)
+                revocationTimeout: revocationTimeout, leavesSubscriptionBeforeClose: leavesSubscriptionBeforeClose,
+                logger: logger)
             client.setRebalanceHandler(loop)
             loop.run()
         }
@@ -328,6 +341,7 @@ final class ConsumerPollLoop: RebalanceHandling {
                 pollBatch()
             }
         }
+        if leavesSubscriptionBeforeClose { leaveSubscription() }
         let result: Result<Void, KafkaError> = Result { try client.closeConsumer() }.mapError { error in
             error as? KafkaError ?? KafkaError.state("\(error)")
         }
@@ -336,6 +350,22 @@ final class ConsumerPollLoop: RebalanceHandling {
         let waiters = shared.state.withLock { $0.closed(result) }
         for waiter in waiters {
             waiter.resume(with: result.mapError { $0 as any Error })
+        }
+    }
+
+    /// Unsubscribes and polls until the revocation this causes has released every partition (at most
+    /// `revocationTimeout`), so that the close that follows has no assignment to handle. Records polled meanwhile
+    /// are dropped, as a close drops them: they were not committed, so the partitions' next owner reads them.
+    private func leaveSubscription() {
+        do {
+            try client.unsubscribe()
+        } catch {
+            logger.warning("Kafka unsubscribe before close failed", metadata: ["error": "\(error)"])
+            return
+        }
+        let deadline = ContinuousClock.now + revocationTimeout
+        while client.hasAssignment, ContinuousClock.now < deadline {
+            _ = client.pollRecord(timeoutMilliseconds: 100)
         }
     }
 

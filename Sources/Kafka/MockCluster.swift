@@ -38,6 +38,13 @@ public final class MockCluster: Sendable {
         try withCluster("broker \(brokerID) up") { try $0.setBroker(brokerID, up: true) }
     }
 
+    /// Delays every response of this broker by `delay`, as a slow or distant broker would.
+    public func setRoundTripTime(_ brokerID: Int32, _ delay: Duration) throws {
+        try withCluster("broker \(brokerID) round-trip time") {
+            try $0.setRoundTripTime(brokerID, milliseconds: Int32(delay / .milliseconds(1)))
+        }
+    }
+
     /// The next `errors.count` requests with this API key (e.g. 0 Produce, 1 Fetch, 8 OffsetCommit) fail with
     /// these `rd_kafka_resp_err_t` codes, in order.
     public func pushRequestErrors(apiKey: Int16, errors: [Int32]) throws {

@@ -170,6 +170,18 @@ extension RDKafkaClient {
     }
 
     /// Leaves the group; serves the final revocation through the rebalance callback on this thread.
+    func unsubscribe() throws {
+        try Self.check(rd_kafka_unsubscribe(handle), "unsubscribe")
+    }
+
+    /// Whether librdkafka still holds an assignment (partitions not yet released by a revocation).
+    var hasAssignment: Bool {
+        var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
+        guard rd_kafka_assignment(handle, &list) == RD_KAFKA_RESP_ERR_NO_ERROR, let list else { return false }
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        return list.pointee.cnt > 0
+    }
+
     func closeConsumer() throws {
         try Self.check(rd_kafka_consumer_close(handle), "consumer close")
     }

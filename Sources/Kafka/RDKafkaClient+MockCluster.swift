@@ -18,6 +18,11 @@ extension RDKafkaClient {
             try RDKafkaClient.check(error, "broker \(brokerID) \(up ? "up" : "down")")
         }
 
+        func setRoundTripTime(_ brokerID: Int32, milliseconds: Int32) throws {
+            try RDKafkaClient.check(
+                rd_kafka_mock_broker_set_rtt(pointer, brokerID, milliseconds), "broker \(brokerID) round-trip time")
+        }
+
         func pushRequestErrors(apiKey: Int16, errors: [Int32]) {
             let codes = errors.map { rd_kafka_resp_err_t(rawValue: $0) }
             codes.withUnsafeBufferPointer { buffer in

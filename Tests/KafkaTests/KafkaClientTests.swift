@@ -62,7 +62,7 @@ import Testing
             let consumer = try KafkaConsumer(
                 configuration: consumerConfiguration(cluster), groupID: group, logger: testLogger)
             let collector = EventCollector(consumer) { revoked, received in
-                try? await consumer.commitAndWait(nextOffsets(of: received, in: revoked))
+                try? await boundedCommit(consumer, nextOffsets(of: received, in: revoked))
             }
             try consumer.subscribe(topics: [topic])
             return (consumer, collector)
@@ -81,7 +81,7 @@ import Testing
             Set((firstCollector.records + secondCollector.records).map { "\($0.partition)/\($0.offset)" })
         }
         try await waitUntil("both consumers read the first 300") { consumedKeys().count == 300 }
-        try await first.commitAndWait(nextOffsets(of: firstCollector.records, in: first.assignment()))
+        try await boundedCommit(first, nextOffsets(of: firstCollector.records, in: first.assignment()))
         try await first.close()
         try await waitUntil("the survivor owns all six") { second.assignment() == allPartitions }
 
@@ -115,9 +115,9 @@ import Testing
         let firstCollector = EventCollector(first)
         try first.subscribe(topics: [topic])
         try await waitUntil("ten records") { firstCollector.records.count >= 10 }
-        try await first.commitAndWait([partition: 6])
+        try await boundedCommit(first, [partition: 6])
         try await first.close()
-        await firstCollector.finished()
+        try await firstCollector.finished()
 
         let second = try KafkaConsumer(
             configuration: consumerConfiguration(cluster), groupID: group, logger: testLogger)
@@ -174,7 +174,7 @@ import Testing
         let consumer = try KafkaConsumer(
             configuration: consumerConfiguration(cluster), groupID: uniqueName("group"), logger: testLogger)
         let collector = EventCollector(consumer) { revoked, received in
-            try? await consumer.commitAndWait(nextOffsets(of: received, in: revoked))
+            try? await boundedCommit(consumer, nextOffsets(of: received, in: revoked))
         }
         try consumer.subscribe(topics: [topic])
         let producer = try KafkaProducer(configuration: producerConfiguration(cluster), logger: testLogger)
@@ -227,7 +227,7 @@ import Testing
         // No commits while processing: the only commit is the hand-over inside the revocation.
         let firstCollector = EventCollector(first) { revoked, received in
             do {
-                try await first.commitAndWait(nextOffsets(of: received, in: revoked))
+                try await boundedCommit(first, nextOffsets(of: received, in: revoked))
             } catch {
                 commitFailures.add()
             }
@@ -262,6 +262,24 @@ import Testing
         await producer.close()
         try await second.close()
         try await first.close()
+    }
+
+    @Test func aCloseThatOutlastsItsTimeoutStillEndsTheEvents() async throws {
+        let cluster = try MockCluster(brokers: 1, logger: testLogger)
+        let topic = uniqueName("gone")
+        try cluster.createTopic(topic, partitions: 1)
+        var configuration = consumerConfiguration(cluster)
+        configuration.properties["session.timeout.ms"] = "60000"
+        let consumer = try KafkaConsumer(configuration: configuration, groupID: uniqueName("group"), logger: testLogger)
+        let collector = EventCollector(consumer)
+        try consumer.subscribe(topics: [topic])
+        try await waitUntil("the consumer joined") { consumer.isInGroup }
+        // librdkafka's close then waits for the coordinator's answer to leaving the group, up to the session timeout.
+        try cluster.setRoundTripTime(1, .seconds(120))
+        #expect(try await consumer.close(timeout: .milliseconds(500)) == false)
+        try await collector.finished()
+        // The events ended when the close gave up waiting, not when librdkafka's close finished.
+        #expect(try await consumer.close(timeout: .milliseconds(1)) == false)
     }
 
     @Test func seekRereadsFromTheGivenOffset() async throws {

@@ -2,6 +2,7 @@ import Foundation
 import Kafka
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 
 let testLogger: Logger = {
@@ -9,6 +10,14 @@ let testLogger: Logger = {
     logger.logLevel = .error
     return logger
 }()
+
+/// A commit that fails the test when the group does not answer in time, instead of holding it:
+/// `commitAndWait(_:)` waits as long as librdkafka does.
+func boundedCommit(_ consumer: KafkaConsumer, _ offsets: [TopicPartition: Int64]) async throws {
+    guard try await consumer.commitAndWait(offsets, timeout: .seconds(30)) else {
+        throw TimedOut(what: "a commit")
+    }
+}
 
 /// Settings that make group changes quick on the mock cluster.
 func consumerConfiguration(_ cluster: MockCluster) -> KafkaConfiguration {
@@ -43,13 +52,14 @@ final class EventCollector: Sendable {
     }
 
     private let observed = Mutex(Observed())
-    private let reader = Mutex<Task<Void, Never>?>(nil)
+    private let eventsEnded = Mutex(false)
 
     init(
         _ consumer: KafkaConsumer,
         onRevoke: @escaping @Sendable (Set<TopicPartition>, [KafkaConsumerRecord]) async -> Void = { _, _ in }
     ) {
-        let task = Task { [observed = self] in
+        Task { [observed = self] in
+            defer { observed.eventsEnded.withLock { $0 = true } }
             for await event in consumer.events {
                 switch event {
                 case .records(let records):
@@ -64,7 +74,6 @@ final class EventCollector: Sendable {
                 }
             }
         }
-        reader.withLock { $0 = task }
     }
 
     private func update(_ change: (inout Observed) -> Void) {
@@ -74,8 +83,8 @@ final class EventCollector: Sendable {
     var snapshot: Observed { observed.withLock { $0 } }
     var records: [KafkaConsumerRecord] { snapshot.records }
 
-    /// Waits until the consumer's events end (after close).
-    func finished() async {
-        await reader.withLock { $0 }?.value
+    /// Waits until the consumer's events end (after close), failing the test if they do not.
+    func finished() async throws {
+        try await waitUntil("the consumer's events to end") { eventsEnded.withLock { $0 } }
     }
 }

@@ -4,6 +4,10 @@ import Foundation
 public struct TimedOut: Error, CustomStringConvertible {
     public var what: String
     public var description: String { "timed out waiting for \(what)" }
+
+    public init(what: String) {
+        self.what = what
+    }
 }
 
 /// Polls `condition` until it yields a value; the deadline only bounds a failing test, it never

@@ -274,6 +274,7 @@ final class TopicTail: Sendable {
         return result
     }
 
+    /// Closes the consumer; its events end even when the close does not finish in time, so the reader does too.
     func close() async {
         _ = try? await consumer.close()
         await reader.withLock { $0 }?.value
