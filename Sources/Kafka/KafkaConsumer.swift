@@ -31,6 +31,8 @@ public final class PartitionRevocation: Sendable {
         }
     }
 
+    var isAcknowledged: Bool { acknowledged.load(ordering: .acquiring) }
+
     /// Blocks the calling (poll) thread; true when acknowledged within `timeout`.
     func awaitAcknowledgement(timeout: Duration) -> Bool {
         signal.wait(timeout: .now() + timeout.timeInterval) == .success
@@ -40,6 +42,7 @@ public final class PartitionRevocation: Sendable {
 /// The consumer's events in poll order, for a single reader.
 public struct KafkaConsumerEvents: AsyncSequence, Sendable {
     public typealias Element = KafkaConsumerEvent
+    public typealias Failure = Never
     typealias Producer = NIOAsyncSequenceProducer<
         KafkaConsumerEvent, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, ConsumerEventsDelegate
     >
@@ -47,6 +50,7 @@ public struct KafkaConsumerEvents: AsyncSequence, Sendable {
     let producer: Producer
 
     public struct AsyncIterator: AsyncIteratorProtocol {
+        public typealias Failure = Never
         var wrapped: Producer.AsyncIterator
 
         public mutating func next() async -> KafkaConsumerEvent? {

@@ -113,12 +113,12 @@ public final class DedupeStore: Sendable {
 
     /// The submission of `key` within the TTL before `now`, if any.
     public func submission(forKey key: String, now: Date = Date()) throws -> SubmittedLead? {
-        try submissions(forKeys: CollectionOfOne(key), now: now)[key]
+        try submissions(forKeys: [key], now: now)[key]
     }
 
     /// The submissions within the TTL before `now` of those of `keys` that have one, in one read: a batch of
     /// records pays for one trip to the reader's queue instead of one each.
-    public func submissions(forKeys keys: some Sequence<String>, now: Date = Date()) throws -> [String: SubmittedLead] {
+    public func submissions(forKeys keys: Set<String>, now: Date = Date()) throws -> [String: SubmittedLead] {
         let cutoff = now.timeIntervalSince1970 - ttl
         // Plain SELECTs need no transaction around them: unsafeRead saves the BEGIN/COMMIT round of `read`.
         return try pool.unsafeRead { db in

@@ -7,7 +7,7 @@ import RelayPrimitives
 /// dead-letter headers. Either way completes only once the broker acknowledged the write, because the
 /// record's offset may be committed only then; a failed write is retried with back-off until it succeeds.
 struct OutcomePublisher: Sendable {
-    let producer: KafkaProducer
+    let producer: any OutcomeProducer
     let resultsTopic: String
     let deadLetterTopic: String
     let logger: Logger
@@ -37,7 +37,7 @@ struct OutcomePublisher: Sendable {
         }
         do {
             try producer.enqueue(
-                topic: message.topic, key: message.key, value: message.value, headers: message.headers
+                topic: message.topic, partition: nil, key: message.key, value: message.value, headers: message.headers
             ) { result in
                 switch result {
                 case .success: acknowledged()
@@ -59,7 +59,8 @@ struct OutcomePublisher: Sendable {
             }
             do {
                 _ = try await producer.send(
-                    topic: message.topic, key: message.key, value: message.value, headers: message.headers)
+                    topic: message.topic, partition: nil, key: message.key, value: message.value,
+                    headers: message.headers)
                 return true
             } catch {
                 attempt += 1

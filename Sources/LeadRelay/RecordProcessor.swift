@@ -12,9 +12,9 @@ import SeekerLeads
 /// their own. The rest go one by one through `submitAndPublish`, which looks the key up again while holding it.
 struct RecordProcessor: Sendable {
     let decoder: LeadEventDecoder
-    let dedupeStore: DedupeStore
+    let dedupeStore: any SubmissionStore
     let exclusivity: KeyedExclusivity
-    let client: SeekerLeadsClient
+    let submitter: any LeadSubmitter
     let gates: SubmissionGates
     let publisher: OutcomePublisher
     let metrics: RelayMetrics
@@ -33,7 +33,7 @@ struct RecordProcessor: Sendable {
     }
 
     /// Routes each record of `records`, in order.
-    func route(_ records: [KafkaConsumerRecord]) -> [Route] {
+    func route(_ records: [KafkaConsumerRecord]) async -> [Route] {
         metrics.recordConsumed(count: records.count)
         var routes: [Route] = []
         routes.reserveCapacity(records.count)
@@ -52,7 +52,7 @@ struct RecordProcessor: Sendable {
         guard !keys.isEmpty else { return routes }
         let known: [String: SubmittedLead]
         do {
-            known = try dedupeStore.submissions(forKeys: keys)
+            known = try await dedupeStore.submissions(forKeys: keys, now: Date())
         } catch {
             // Every valid record takes the per-record path, which waits for the store.
             logger.warning("dedupe store batch lookup failed", metadata: ["error": "\(error)"])
@@ -123,7 +123,9 @@ struct RecordProcessor: Sendable {
     private func resolve(_ event: LeadEvent, at position: RecordPosition, commitment: LeadCommitment) async
         -> RecordOutcome?
     {
-        if let earlier = await retryingStoreAccess({ try dedupeStore.submission(forKey: event.dedupeKey) }) {
+        if let earlier = await retryingStoreAccess({
+            try await dedupeStore.submission(forKey: event.dedupeKey, now: Date())
+        }) {
             guard commitment.commit() else { return nil }
             return Self.outcome(of: event, at: position, earlier: earlier)
         }
@@ -135,7 +137,7 @@ struct RecordProcessor: Sendable {
             let deadline = retryDeadline.map { ContinuousClock.now + $0 }
             let result: (outcome: SubmissionAttemptOutcome, attempts: Int)
             do {
-                result = try await client.submitLeadRetrying(
+                result = try await submitter.submitLeadRetrying(
                     requestBody: body, traceparent: event.traceparent, deadline: deadline,
                     beforeAttempt: {
                         try await gate.waitForPermission()
@@ -154,7 +156,7 @@ struct RecordProcessor: Sendable {
                 let lead = SubmittedLead(
                     dedupeKey: event.dedupeKey, requestId: requestId, title: title, submittedAt: Date(),
                     httpStatus: httpStatus, attempts: attempts, firstAttemptAt: firstAttemptAt, inputRecord: position)
-                _ = await retryingStoreAccess { try dedupeStore.recordSubmitted(lead) }
+                _ = await retryingStoreAccess { try await dedupeStore.recordSubmitted(lead) }
                 return .submitted(lead, LeadIdentity(event))
             case .rejected(let httpStatus, _, _, let detailsJSON):
                 return .deadLetter(
@@ -180,12 +182,12 @@ struct RecordProcessor: Sendable {
 
     /// The dedupe store is local; a failure is a disk or lock problem that passes, so wait it out
     /// rather than let the record reach an outcome that might post it twice.
-    private func retryingStoreAccess<T: Sendable>(_ access: @Sendable () throws -> T) async -> T {
+    private func retryingStoreAccess<T: Sendable>(_ access: @Sendable () async throws -> T) async -> T {
         let backoff = Backoff(base: .milliseconds(50), max: .seconds(5))
         var failedAttempts = 0
         while true {
             do {
-                return try access()
+                return try await access()
             } catch {
                 logger.error("dedupe store access failed; retrying", metadata: ["error": "\(error)"])
                 failedAttempts += 1

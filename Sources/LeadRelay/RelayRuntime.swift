@@ -82,7 +82,7 @@ public final class RelayRuntime: Sendable {
         let tally = OutcomeTally()
         let processor = RecordProcessor(
             decoder: LeadEventDecoder(eventType: configuration.eventType, maxEventBytes: configuration.maxEventBytes),
-            dedupeStore: dedupeStore, exclusivity: KeyedExclusivity(), client: client, gates: gates,
+            dedupeStore: dedupeStore, exclusivity: KeyedExclusivity(), submitter: client, gates: gates,
             publisher: OutcomePublisher(
                 producer: producer, resultsTopic: configuration.resultsTopic,
                 deadLetterTopic: configuration.deadLetterTopic, logger: logger),
@@ -92,7 +92,7 @@ public final class RelayRuntime: Sendable {
                 inputTopic: configuration.inputTopic, shutdownTimeout: configuration.shutdownTimeout,
                 maxPendingRecords: configuration.maxPendingRecords),
             consumer: consumer, producer: producer, processor: processor, gates: gates, readiness: readiness,
-            client: client, metrics: metrics, logger: logger)
+            metrics: metrics, logger: logger)
         observability = ObservabilityServer(
             host: configuration.httpHost, port: configuration.httpPort, readiness: readiness, registry: registry,
             metrics: metrics, logger: logger, onRunning: onHTTPRunning)

@@ -29,12 +29,11 @@ public final class RelayService: Service, Sendable {
     }
 
     private let settings: Settings
-    private let consumer: KafkaConsumer
-    private let producer: KafkaProducer
+    private let consumer: any RelayConsumer
+    private let producer: any OutcomeProducer
     private let processor: RecordProcessor
     private let gates: SubmissionGates
     private let readiness: Readiness
-    private let client: SeekerLeadsClient
     private let metrics: RelayMetrics
     private let offsets = OffsetTracker()
     private let admission: RecordAdmission<RecordProcessor.Route>
@@ -48,9 +47,8 @@ public final class RelayService: Service, Sendable {
     private let logger: Logger
 
     init(
-        settings: Settings, consumer: KafkaConsumer, producer: KafkaProducer, processor: RecordProcessor,
-        gates: SubmissionGates, readiness: Readiness, client: SeekerLeadsClient, metrics: RelayMetrics,
-        logger: Logger
+        settings: Settings, consumer: any RelayConsumer, producer: any OutcomeProducer, processor: RecordProcessor,
+        gates: SubmissionGates, readiness: Readiness, metrics: RelayMetrics, logger: Logger
     ) {
         self.settings = settings
         self.consumer = consumer
@@ -58,7 +56,6 @@ public final class RelayService: Service, Sendable {
         self.processor = processor
         self.gates = gates
         self.readiness = readiness
-        self.client = client
         self.metrics = metrics
         self.admission = RecordAdmission(capacity: settings.maxPendingRecords, offsets: offsets) { hold in
             consumer.holdFetching(hold)
@@ -87,7 +84,7 @@ public final class RelayService: Service, Sendable {
         for await event in consumer.events {
             switch event {
             case .records(let records):
-                start(admission.enqueue(zip(records, routes(of: records)).map { .init(record: $0, work: $1) }))
+                start(admission.enqueue(zip(records, await routes(of: records)).map { .init(record: $0, work: $1) }))
             case .partitionsAssigned(let partitions):
                 logger.info("partitions assigned", metadata: ["partitions": "\(partitions)"])
                 metrics.partitionsAssigned(partitions)
@@ -100,11 +97,11 @@ public final class RelayService: Service, Sendable {
 
     /// The route of each record, in order: records whose outcome this relay published before their partition came
     /// back need none.
-    private func routes(of records: [KafkaConsumerRecord]) -> [RecordProcessor.Route] {
+    private func routes(of records: [KafkaConsumerRecord]) async -> [RecordProcessor.Route] {
         guard let finishedEarlier = offsets.finishedBeforeRevocation(records), finishedEarlier.contains(true) else {
-            return processor.route(records)
+            return await processor.route(records)
         }
-        var fresh = processor.route(zip(records, finishedEarlier).filter { !$0.1 }.map(\.0)).makeIterator()
+        var fresh = await processor.route(zip(records, finishedEarlier).filter { !$0.1 }.map(\.0)).makeIterator()
         return finishedEarlier.map { $0 ? .finishedBeforeRevocation : fresh.next()! }
     }
 
@@ -305,7 +302,7 @@ public final class RelayService: Service, Sendable {
         let backoff = Backoff(base: .milliseconds(200), max: .seconds(30))
         var failedAttempts = 0
         while !Task.isCancelled {
-            if await client.checkCredentials() {
+            if await processor.submitter.checkCredentials() {
                 readiness.set(Readiness.credentials, passing: true)
                 return
             }
@@ -319,7 +316,7 @@ public final class RelayService: Service, Sendable {
     private func purgeExpiredSubmissionsPeriodically() async {
         while !Task.isCancelled {
             do {
-                let purged = try processor.dedupeStore.purgeExpired()
+                let purged = try await processor.dedupeStore.purgeExpired(now: Date())
                 if purged > 0 { logger.info("expired dedupe keys purged", metadata: ["count": "\(purged)"]) }
             } catch {
                 logger.warning("purging expired dedupe keys failed", metadata: ["error": "\(error)"])

@@ -1,0 +1,369 @@
+import Foundation
+import Kafka
+import LeadEvents
+import LeadRelayDemo
+import Logging
+import Prometheus
+import RelayPrimitives
+import SeekerLeads
+import ServiceLifecycle
+import Synchronization
+import TestSupport
+
+@testable import Kafka
+@testable import LeadRelay
+
+/// A group member played by the test: it hands the relay the records, assignments and revocations the test gives it
+/// and keeps every commit the relay makes.
+final class InMemoryConsumer: RelayConsumer {
+    private struct State {
+        var committed: [TopicPartition: Int64] = [:]
+        var commitsToRefuse = 0
+        var refusedCommits = 0
+        var assignment: Set<TopicPartition> = []
+        var fetchHeld = false
+        var closed = false
+    }
+
+    let events: AsyncStream<KafkaConsumerEvent>
+    private let continuation: AsyncStream<KafkaConsumerEvent>.Continuation
+    private let state = Mutex(State())
+
+    init() {
+        (events, continuation) = AsyncStream.makeStream(of: KafkaConsumerEvent.self)
+    }
+
+    func subscribe(topics: [String]) throws {}
+
+    func holdFetching(_ hold: Bool) {
+        state.withLock { $0.fetchHeld = hold }
+    }
+
+    func commitAndWait(_ offsets: [TopicPartition: Int64], timeout: Duration) async throws -> Bool {
+        state.withLock { state in
+            if state.commitsToRefuse > 0 {
+                state.commitsToRefuse -= 1
+                state.refusedCommits += 1
+                return false
+            }
+            state.committed.merge(offsets) { max($0, $1) }
+            return true
+        }
+    }
+
+    func close(timeout: Duration) async throws -> Bool {
+        state.withLock { $0.closed = true }
+        continuation.finish()
+        return true
+    }
+
+    func assignment() -> Set<TopicPartition> { state.withLock { $0.assignment } }
+
+    func lag() -> [TopicPartition: Int64] { [:] }
+
+    // MARK: The test's side
+
+    /// The next offset to read of each partition, as committed and acknowledged.
+    var committed: [TopicPartition: Int64] { state.withLock { $0.committed } }
+    var refusedCommits: Int { state.withLock { $0.refusedCommits } }
+    var isFetchHeld: Bool { state.withLock { $0.fetchHeld } }
+    var isClosed: Bool { state.withLock { $0.closed } }
+
+    /// The group refuses the next `count` commits, as a broker does while the group rebalances.
+    func refuseCommits(_ count: Int) {
+        state.withLock { $0.commitsToRefuse = count }
+    }
+
+    func assign(_ partitions: [TopicPartition]) {
+        state.withLock { $0.assignment.formUnion(partitions) }
+        continuation.yield(.partitionsAssigned(partitions))
+    }
+
+    func deliver(_ records: [KafkaConsumerRecord]) {
+        continuation.yield(.records(records))
+    }
+
+    /// Revokes `partitions` and returns once the relay acknowledged it, as librdkafka waits before it releases them.
+    func revoke(_ partitions: [TopicPartition], lost: Bool = false) async throws {
+        let revocation = PartitionRevocation()
+        continuation.yield(.partitionsRevoked(partitions, revocation, lost: lost))
+        try await waitUntil("the relay acknowledged the revocation of \(partitions)") { revocation.isAcknowledged }
+        state.withLock { $0.assignment.subtract(partitions) }
+    }
+}
+
+/// A broker that keeps every record written to it, by topic; it can fail the next writes.
+final class InMemoryProducer: OutcomeProducer {
+    struct Message: Sendable {
+        var topic: String
+        var key: [UInt8]?
+        var value: [UInt8]?
+        var headers: [KafkaHeader]
+
+        func header(_ name: String) -> String? {
+            headers.last { $0.key == name }?.value.map { String(decoding: $0, as: UTF8.self) }
+        }
+    }
+
+    private struct State {
+        var messages: [Message] = []
+        var writesToFail = 0
+        var failedWrites = 0
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+
+    func send(topic: String, partition: Int32?, key: [UInt8]?, value: [UInt8]?, headers: [KafkaHeader])
+        async throws -> KafkaDeliveryReport
+    {
+        try write(Message(topic: topic, key: key, value: value, headers: headers)).get()
+    }
+
+    /// Answers later, on a task of its own, as librdkafka answers on its poll thread.
+    func enqueue(
+        topic: String, partition: Int32?, key: [UInt8]?, value: [UInt8]?, headers: [KafkaHeader],
+        onDelivery: @escaping @Sendable (Result<KafkaDeliveryReport, KafkaError>) -> Void
+    ) throws {
+        let result = write(Message(topic: topic, key: key, value: value, headers: headers))
+        Task { onDelivery(result) }
+    }
+
+    var isClosed: Bool { state.withLock { $0.closed } }
+
+    func flush(timeout: Duration) async throws {}
+
+    func close(flushTimeout: Duration) async {
+        state.withLock { $0.closed = true }
+    }
+
+    private func write(_ message: Message) -> Result<KafkaDeliveryReport, KafkaError> {
+        state.withLock { state in
+            if state.closed { return .failure(.state("producer is closed")) }
+            if state.writesToFail > 0 {
+                state.writesToFail -= 1
+                state.failedWrites += 1
+                return .failure(.state("write failed (test)"))
+            }
+            let offset = Int64(state.messages.filter { $0.topic == message.topic }.count)
+            state.messages.append(message)
+            return .success(KafkaDeliveryReport(topic: message.topic, partition: 0, offset: offset))
+        }
+    }
+
+    // MARK: The test's side
+
+    func messages(of topic: String) -> [Message] {
+        state.withLock { $0.messages.filter { $0.topic == topic } }
+    }
+
+    var failedWrites: Int { state.withLock { $0.failedWrites } }
+
+    func failWrites(_ count: Int) {
+        state.withLock { $0.writesToFail = count }
+    }
+}
+
+/// The API as the test scripts it: each request's answer is chosen by its lead's classifiedId. Keeps every request
+/// it received, in order.
+final class ScriptedSubmitter: LeadSubmitter {
+    enum Answer: Sendable {
+        case accept
+        case reject(httpStatus: Int)
+        /// No answer until the test releases the lead (or the relay cancels it).
+        case holdUntilReleased
+    }
+
+    private struct State {
+        var answers: [String: Answer] = [:]
+        var received: [String] = []
+        var released: Set<String> = []
+        var heldRequests: [String: CheckedContinuation<Void, any Error>] = [:]
+    }
+
+    private let state = Mutex(State())
+    private let defaultAnswer: Answer
+
+    init(defaultAnswer: Answer = .accept) {
+        self.defaultAnswer = defaultAnswer
+    }
+
+    func submitLeadRetrying(
+        requestBody: [UInt8], traceparent: String?, deadline: ContinuousClock.Instant?,
+        beforeAttempt: @Sendable () async throws -> Void,
+        afterAttempt: @Sendable (SubmissionAttemptOutcome) async -> Void
+    ) async throws -> (outcome: SubmissionAttemptOutcome, attempts: Int) {
+        try await beforeAttempt()
+        let classifiedID = Self.classifiedID(of: requestBody)
+        let (answer, sequence) = state.withLock { state in
+            state.received.append(classifiedID)
+            return (state.answers[classifiedID] ?? defaultAnswer, state.received.count)
+        }
+        let outcome: SubmissionAttemptOutcome
+        switch answer {
+        case .accept:
+            outcome = .accepted(requestId: "request-\(sequence)", title: "Lead \(classifiedID)", httpStatus: 201)
+        case .reject(let httpStatus):
+            outcome = .rejected(
+                httpStatus: httpStatus, problem: nil, rawBody: "", detailsJSON: #"[{"field":"email"}]"#)
+        case .holdUntilReleased:
+            try await waitForRelease(of: classifiedID)
+            outcome = .accepted(requestId: "request-\(sequence)", title: "Lead \(classifiedID)", httpStatus: 201)
+        }
+        await afterAttempt(outcome)
+        return (outcome, 1)
+    }
+
+    func checkCredentials() async -> Bool { true }
+
+    /// Until `release(classifiedID)`, or throws when the relay cancels the submission.
+    private func waitForRelease(of classifiedID: String) async throws {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let answerNow = state.withLock { state -> Bool in
+                    if state.released.contains(classifiedID) { return true }
+                    state.heldRequests[classifiedID] = continuation
+                    return false
+                }
+                if answerNow { continuation.resume() }
+                // A cancellation that came before the continuation was stored found nothing to resume.
+                if Task.isCancelled { cancelHeldRequest(classifiedID) }
+            }
+        } onCancel: {
+            cancelHeldRequest(classifiedID)
+        }
+    }
+
+    private func cancelHeldRequest(_ classifiedID: String) {
+        state.withLock { $0.heldRequests.removeValue(forKey: classifiedID) }?.resume(throwing: CancellationError())
+    }
+
+    private static func classifiedID(of body: [UInt8]) -> String {
+        let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
+        return object?["classifiedId"] as? String ?? ""
+    }
+
+    // MARK: The test's side
+
+    /// The classifiedId of every request, in the order they arrived.
+    var received: [String] { state.withLock { $0.received } }
+
+    func answer(_ classifiedID: String, with answer: Answer) {
+        state.withLock { $0.answers[classifiedID] = answer }
+    }
+
+    func release(_ classifiedID: String) {
+        state.withLock { state in
+            state.released.insert(classifiedID)
+            return state.heldRequests.removeValue(forKey: classifiedID)
+        }?.resume()
+    }
+
+    /// Whether a request for this lead is being held now.
+    func isHolding(_ classifiedID: String) -> Bool {
+        state.withLock { $0.heldRequests[classifiedID] != nil }
+    }
+}
+
+/// The dedupe memory in a dictionary.
+final class InMemorySubmissionStore: SubmissionStore {
+    private let leads = Mutex<[String: SubmittedLead]>([:])
+
+    func submission(forKey key: String, now: Date) async throws -> SubmittedLead? {
+        leads.withLock { $0[key] }
+    }
+
+    func submissions(forKeys keys: Set<String>, now: Date) async throws -> [String: SubmittedLead] {
+        leads.withLock { leads in leads.filter { keys.contains($0.key) } }
+    }
+
+    func recordSubmitted(_ lead: SubmittedLead) async throws {
+        leads.withLock { $0[lead.dedupeKey] = lead }
+    }
+
+    func purgeExpired(now: Date) async throws -> Int { 0 }
+
+    var all: [String: SubmittedLead] { leads.withLock { $0 } }
+}
+
+/// A `RelayService` over the in-memory parts, run in a service group as `lead-relay run` runs it.
+struct InProcessRelay {
+    static let inputTopic = "leads.in"
+    static let resultsTopic = "leads.results"
+    static let deadLetterTopic = "leads.dlq"
+
+    let consumer = InMemoryConsumer()
+    let producer = InMemoryProducer()
+    let submitter: ScriptedSubmitter
+    let store: InMemorySubmissionStore
+    let registry = PrometheusCollectorRegistry()
+    let relay: RelayService
+    private let group: ServiceGroup
+
+    init(
+        submitter: ScriptedSubmitter = ScriptedSubmitter(), store: InMemorySubmissionStore = InMemorySubmissionStore(),
+        maxInFlight: Int = 10, maxPendingRecords: Int = 100, shutdownTimeout: Duration = .seconds(10)
+    ) {
+        self.submitter = submitter
+        self.store = store
+        var logger = Logger(label: "relay-core-tests")
+        logger.logLevel = .critical
+        let metrics = RelayMetrics(factory: RelayMetricsFactory(registry: registry))
+        let readiness = Readiness(flags: [Readiness.credentials])
+        let backoff = Backoff(base: .milliseconds(10), max: .milliseconds(100))
+        let gates = SubmissionGates(
+            circuit: CircuitBreaker(threshold: 5, backoff: backoff),
+            credentials: CircuitBreaker(threshold: 1, backoff: backoff),
+            maxConcurrentAttempts: maxInFlight, metrics: metrics, readiness: readiness)
+        let processor = RecordProcessor(
+            decoder: LeadEventDecoder(), dedupeStore: store, exclusivity: KeyedExclusivity(), submitter: submitter,
+            gates: gates,
+            publisher: OutcomePublisher(
+                producer: producer, resultsTopic: Self.resultsTopic, deadLetterTopic: Self.deadLetterTopic,
+                logger: logger),
+            metrics: metrics, tally: OutcomeTally(), retryDeadline: nil, logger: logger)
+        relay = RelayService(
+            settings: RelayService.Settings(
+                inputTopic: Self.inputTopic, shutdownTimeout: shutdownTimeout, maxPendingRecords: maxPendingRecords),
+            consumer: consumer, producer: producer, processor: processor, gates: gates, readiness: readiness,
+            metrics: metrics, logger: logger)
+        group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(services: [.init(service: relay)], logger: logger))
+    }
+
+    /// Runs the relay until `body` returns, then shuts it down gracefully and waits for it to stop.
+    func run(_ body: () async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            do {
+                try await body()
+            } catch {
+                await group.triggerGracefulShutdown()
+                throw error
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+    }
+
+    func metric(_ name: String, _ labels: [String: String] = [:]) -> Double {
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return PrometheusText(String(decoding: buffer, as: UTF8.self)).value(name, labels)
+    }
+
+    /// `samples` as records of one partition of the input topic, from `offset` on.
+    static func records(_ samples: [SampleLeads.Record], partition: Int32 = 0, from offset: Int64 = 0)
+        -> [KafkaConsumerRecord]
+    {
+        samples.enumerated().map { index, sample in
+            KafkaConsumerRecord(
+                topic: inputTopic, partition: partition, offset: offset + Int64(index), key: sample.key,
+                value: sample.value, headers: sample.headers, timestamp: Date())
+        }
+    }
+
+    static func partition(_ partition: Int32) -> TopicPartition {
+        TopicPartition(topic: inputTopic, partition: partition)
+    }
+}
