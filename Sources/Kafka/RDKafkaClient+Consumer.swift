@@ -25,7 +25,8 @@ extension RDKafkaClient {
         let error = message.pointee.err
         guard error == RD_KAFKA_RESP_ERR_NO_ERROR else {
             if error != RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                context.logger.warning("Kafka consumer error", metadata: ["error": "\(KafkaError(error))"])
+                context.logger.warning(
+                    "Kafka consumer error", metadata: ["error": "\(RDKafkaClient.kafkaError(error))"])
             }
             return nil
         }
@@ -112,7 +113,7 @@ extension RDKafkaClient {
             handler?.revoked(partitions)
         default:
             _ = rd_kafka_assign(handle, nil)
-            handler?.rebalanceFailed(KafkaError(error, context: "rebalance"))
+            handler?.rebalanceFailed(RDKafkaClient.kafkaError(error, context: "rebalance"))
         }
     }
 

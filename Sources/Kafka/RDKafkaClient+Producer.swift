@@ -45,7 +45,7 @@ extension RDKafkaClient {
             // On failure neither the opaque nor the headers were taken over.
             Unmanaged<PendingDelivery>.fromOpaque(opaque).release()
             rd_kafka_headers_destroy(headerList)
-            throw KafkaError(consuming: error, context: "produce to \(topic)")
+            throw RDKafkaClient.kafkaError(consuming: error, context: "produce to \(topic)")
         }
     }
 

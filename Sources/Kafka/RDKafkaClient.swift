@@ -132,13 +132,13 @@ final class RDKafkaClient: @unchecked Sendable {
 
     static func check(_ error: rd_kafka_resp_err_t, _ context: String) throws {
         if error != RD_KAFKA_RESP_ERR_NO_ERROR {
-            throw KafkaError(error, context: context)
+            throw RDKafkaClient.kafkaError(error, context: context)
         }
     }
 
     static func check(_ error: OpaquePointer?, _ context: String) throws {
         if let error {
-            throw KafkaError(consuming: error, context: context)
+            throw RDKafkaClient.kafkaError(consuming: error, context: context)
         }
     }
 }
@@ -186,7 +186,7 @@ extension RDKafkaClient {
     /// Throws the first per-partition error a commit, pause or seek left in the list.
     static func checkElements(of list: UnsafePointer<rd_kafka_topic_partition_list_t>, _ context: String) throws {
         for element in elements(of: list) where element.err != RD_KAFKA_RESP_ERR_NO_ERROR {
-            throw KafkaError(
+            throw kafkaError(
                 element.err,
                 context: "\(context) \(String(cString: element.topic))[\(element.partition)]"
             )
@@ -247,7 +247,7 @@ private func rdKafkaErrorCallback(
         // Transient errors: librdkafka retries by itself. Those above it has logged already through the log
         // callback, so they are not logged a second time.
         guard let repeats = context.logLimiter.admit(reasonText, facility: "error \(code)") else { return }
-        var metadata: Logger.Metadata = ["error": "\(KafkaError(error, context: reasonText))"]
+        var metadata: Logger.Metadata = ["error": "\(RDKafkaClient.kafkaError(error, context: reasonText))"]
         if repeats > 0 { metadata["repeated"] = "\(repeats)" }
         context.logger.warning("Kafka client error", metadata: metadata)
     }
@@ -274,14 +274,14 @@ private func rdKafkaOffsetCommitCallback(
     guard let context = ClientCallbackContext.from(opaque) else { return }
     // NO_OFFSET only means there was nothing new to commit.
     if error != RD_KAFKA_RESP_ERR_NO_ERROR && error != RD_KAFKA_RESP_ERR__NO_OFFSET {
-        context.logger.warning("Kafka offset commit failed", metadata: ["error": "\(KafkaError(error))"])
+        context.logger.warning("Kafka offset commit failed", metadata: ["error": "\(RDKafkaClient.kafkaError(error))"])
     } else if let offsets {
         for element in RDKafkaClient.elements(of: offsets) where element.err != RD_KAFKA_RESP_ERR_NO_ERROR {
             context.logger.warning(
                 "Kafka offset commit failed for a partition",
                 metadata: [
                     "topic": "\(String(cString: element.topic))", "partition": "\(element.partition)",
-                    "error": "\(KafkaError(element.err))",
+                    "error": "\(RDKafkaClient.kafkaError(element.err))",
                 ]
             )
         }
@@ -307,7 +307,7 @@ private func rdKafkaDeliveryCallback(
     } else if error == RD_KAFKA_RESP_ERR__FATAL, let handle {
         delivery.report(.failure(RDKafkaClient.fatalError(of: handle)))
     } else {
-        delivery.report(.failure(KafkaError(error, context: "delivery to \(delivery.topic)")))
+        delivery.report(.failure(RDKafkaClient.kafkaError(error, context: "delivery to \(delivery.topic)")))
     }
 }
 
