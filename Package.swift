@@ -162,9 +162,11 @@ let package = Package(
             name: "LeadRelayTests",
             dependencies: [
                 "Kafka",
+                "LeadEvents",
                 "LeadRelay",
                 "LeadRelayDemo",
                 "RelayPrimitives",
+                "SeekerLeads",
                 "SeekerLeadsSimulator",
                 "TestSupport",
                 .product(name: "CoreMetrics", package: "swift-metrics"),

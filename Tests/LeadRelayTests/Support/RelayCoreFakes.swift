@@ -1,5 +1,4 @@
 import Foundation
-import Kafka
 import LeadEvents
 import LeadRelayDemo
 import Logging
