@@ -98,6 +98,16 @@ public final class OffsetTracker: Sendable {
         /// The committer, waiting for a completion.
         var completionWaiter: CheckedContinuation<Void, Never>?
 
+        func committable() -> [TopicPartition: Int64] {
+            var result: [TopicPartition: Int64] = [:]
+            for (partition, partitionState) in partitions {
+                guard let next = partitionState.committable else { continue }
+                if let committed = partitionState.committed, committed >= next { continue }
+                result[partition] = next
+            }
+            return result
+        }
+
         /// The waiters whose partitions have no record in flight any more, removed.
         mutating func takeSatisfiedWaiters() -> [CheckedContinuation<Bool, Never>] {
             guard !idleWaiters.isEmpty else { return [] }
@@ -146,13 +156,14 @@ public final class OffsetTracker: Sendable {
     }
 
     /// Returns once something is committable, or when the task is cancelled. For one caller at a time (the
-    /// committer): it is woken by the completions themselves.
+    /// committer): it is woken by the completions themselves. Whether to wait is decided under the same lock as
+    /// the waiter is stored, so a completion between a look and the wait cannot go unnoticed.
     public func waitUntilCommittable() async {
         await withTaskCancellationHandler {
             while !Task.isCancelled, committable().isEmpty {
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                     let ready = state.withLock { state -> Bool in
-                        if Task.isCancelled { return true }
+                        if Task.isCancelled || !state.committable().isEmpty { return true }
                         state.completionWaiter = continuation
                         return false
                     }
@@ -170,15 +181,7 @@ public final class OffsetTracker: Sendable {
     /// Per partition, the next offset to commit (every record below it is done), for the partitions where it
     /// moved past the last committed one.
     public func committable() -> [TopicPartition: Int64] {
-        state.withLock { state in
-            var result: [TopicPartition: Int64] = [:]
-            for (partition, partitionState) in state.partitions {
-                guard let next = partitionState.committable else { continue }
-                if let committed = partitionState.committed, committed >= next { continue }
-                result[partition] = next
-            }
-            return result
-        }
+        state.withLock { $0.committable() }
     }
 
     /// The offsets were committed: `committable()` leaves these partitions out until they move further.

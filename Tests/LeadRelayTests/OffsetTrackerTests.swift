@@ -181,6 +181,33 @@ import Testing
         #expect(tracker.finishedBeforeRevocation([record(0)]) == nil, "the first record past the point ends it")
     }
 
+    /// The completion may come at any moment of the committer's going to sleep, also between its look at the
+    /// offsets and its wait; each time it must be woken.
+    @Test func noCompletionIsMissedByACommitterGoingToSleep() async {
+        let tracker = OffsetTracker()
+        for offset in Int64(0)..<300 {
+            tracker.begin(p0, offset: offset)
+            let woken = await withTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    await tracker.waitUntilCommittable()
+                    return !Task.isCancelled
+                }
+                group.addTask {
+                    tracker.complete(p0, offset: offset)
+                    // Only bounds a failing test: a missed completion leaves the committer asleep.
+                    try? await Task.sleep(for: .seconds(30))
+                    return false
+                }
+                let first = await group.next() ?? false
+                group.cancelAll()
+                return first
+            }
+            #expect(woken, "offset \(offset)")
+            guard woken else { return }
+            tracker.markCommitted(tracker.committable())
+        }
+    }
+
     @Test func theCommitterIsWokenByACompletionThatMakesSomethingCommittable() async {
         let tracker = OffsetTracker()
         tracker.begin(p0, offset: 5)
