@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOSSL
 import PostgresNIO
 
@@ -127,20 +128,47 @@ public struct DatabaseURL: Sendable, Equatable, CustomStringConvertible {
     public func clientConfiguration(
         options: PostgresClient.Configuration.Options = .init()
     ) -> PostgresClient.Configuration {
-        let tls: PostgresClient.Configuration.TLS
+        var configuration = PostgresClient.Configuration(
+            host: host, port: port, username: username, password: password, database: database,
+            tls: tlsConfiguration.map { .require($0) } ?? .disable)
+        configuration.options = options
+        return configuration
+    }
+
+    /// Connects once, outside any pool, and runs `SELECT 1`, within `timeout`: for start-up, where an unreachable
+    /// database must say why (refused, unknown host, authentication failed, TLS), while a pool only keeps
+    /// requests waiting as long as it cannot connect. Throws `SharedStateError` (never with the password).
+    public func checkConnection(timeout: Duration = .seconds(10), logger: Logger) async throws {
+        let url = self
+        try await SharedDatabase.bounded("connection check", timeout: timeout) {
+            let tls: PostgresConnection.Configuration.TLS =
+                try url.tlsConfiguration.map { .require(try NIOSSLContext(configuration: $0)) } ?? .disable
+            let configuration = PostgresConnection.Configuration(
+                host: url.host, port: url.port, username: url.username, password: url.password,
+                database: url.database, tls: tls)
+            let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+            do {
+                try await connection.query("SELECT 1", logger: logger)
+                try await connection.close()
+            } catch {
+                try? await connection.close()
+                throw error
+            }
+        }
+    }
+
+    /// nil for `disable`; the host name is checked against the certificate (`verify-full`) from the connection's
+    /// host, as postgres-nio does for a host that is not an IP address.
+    private var tlsConfiguration: TLSConfiguration? {
         switch tlsMode {
         case .disable:
-            tls = .disable
+            return nil
         case .require:
             var configuration = TLSConfiguration.makeClientConfiguration()
             configuration.certificateVerification = .none
-            tls = .require(configuration)
+            return configuration
         case .verifyFull:
-            tls = .require(.makeClientConfiguration())
+            return .makeClientConfiguration()
         }
-        var configuration = PostgresClient.Configuration(
-            host: host, port: port, username: username, password: password, database: database, tls: tls)
-        configuration.options = options
-        return configuration
     }
 }

@@ -18,10 +18,16 @@ struct SharedDatabase: Sendable {
     ) async throws -> Result {
         let client = client
         let logger = logger
-        let timeout = operationTimeout
+        return try await Self.bounded(name, timeout: operationTimeout) { try await body(client, logger) }
+    }
+
+    /// `body`'s result within `timeout`, or a `SharedStateError` naming `name` (what `body` threw, classified).
+    static func bounded<Result: Sendable>(
+        _ name: String, timeout: Duration, _ body: @escaping @Sendable () async throws -> Result
+    ) async throws -> Result {
         do {
             return try await withThrowingTaskGroup(of: Result?.self) { group in
-                group.addTask { try await body(client, logger) }
+                group.addTask { try await body() }
                 group.addTask {
                     try await Task.sleep(for: timeout)
                     return nil

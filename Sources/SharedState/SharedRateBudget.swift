@@ -45,8 +45,8 @@ import PostgresNIO
 /// `rateLimit` plus the leases out.
 ///
 /// The price of the bound is throughput: at most `rateLimit` starts per `window + margin + grantValidity`, so
-/// 10 per 207 ms (96.6% of the API's ceiling) with the defaults; a database slower to answer than `grantValidity`
-/// wastes grants.
+/// 10 per 205 ms (97.6% of the API's ceiling) with the defaults. A longer validity costs throughput for certain;
+/// a shorter one wastes the grants whose round trip and write take longer (each discarded grant's start counts).
 /// The database host's clock must not be stepped forward (slewing, as NTP does, is fine).
 public final class SharedRateBudget: Sendable {
     public struct Configuration: Sendable {
@@ -57,7 +57,8 @@ public final class SharedRateBudget: Sendable {
         public var window: Duration
         /// The jitter between a request's write and its arrival at the API.
         public var margin: Duration
-        /// How long after its query was sent a grant may be used.
+        /// How long after its query was sent a grant may be used. Longer than the database's round trip, or no
+        /// grant is ever usable: each is discarded (its start counted) and `acquire` asks again.
         public var grantValidity: Duration
         /// How long a grant counts as in flight unless released: the API request timeout plus a margin.
         public var leaseDuration: Duration
@@ -70,7 +71,7 @@ public final class SharedRateBudget: Sendable {
 
         public init(
             budgetKey: String, maxInFlight: Int = 10, rateLimit: Int = 10, window: Duration = .milliseconds(200),
-            margin: Duration = .milliseconds(2), grantValidity: Duration = .milliseconds(5),
+            margin: Duration = .milliseconds(2), grantValidity: Duration = .milliseconds(3),
             leaseDuration: Duration = .seconds(12), pollInterval: Duration = .milliseconds(250),
             operationTimeout: Duration = .seconds(5), listenRetryDelay: Duration = .seconds(1)
         ) {
@@ -117,7 +118,9 @@ public final class SharedRateBudget: Sendable {
 
     /// `holder` names this relay instance in the budget's rows. `client` must be run by the caller.
     public init(client: PostgresClient, configuration: Configuration, holder: String, logger: Logger) {
-        precondition(configuration.maxInFlight > 0 && configuration.rateLimit > 0, "an empty budget grants nothing")
+        precondition(
+            configuration.maxInFlight > 0 && configuration.rateLimit > 0 && configuration.grantValidity > .zero,
+            "an empty budget, or grants valid for no time, grant nothing")
         self.configuration = configuration
         self.holder = holder
         database = SharedDatabase(client: client, logger: logger, operationTimeout: configuration.operationTimeout)

@@ -23,7 +23,7 @@ public struct SharedStateError: Error, CustomStringConvertible {
         let what =
             switch kind {
             case .unavailable: "database unavailable"
-            case .timedOut: "no answer from the database in time"
+            case .timedOut: "timed out"
             case .rejected: "refused by the database"
             }
         return "shared state: \(operation): \(what): \(reason)"

@@ -14,6 +14,14 @@ import Testing
         return (limit..<sorted.count).allSatisfy { sorted[$0].timeIntervalSince(sorted[$0 - limit]) >= span }
     }
 
+    /// A budget that only the in-flight limit constrains, whose acquirers never ask again for want of news: a
+    /// refused one is woken only by a release or by the expiry of the lease in the way.
+    static func inFlightBound(maxInFlight: Int, leaseDuration: Duration) -> SharedRateBudget.Configuration {
+        SharedRateBudget.Configuration(
+            budgetKey: uniqueName("budget"), maxInFlight: maxInFlight, rateLimit: 100, window: .milliseconds(100),
+            grantValidity: .milliseconds(50), leaseDuration: leaseDuration, pollInterval: .seconds(3600))
+    }
+
     @Test func threeRelaysTogetherKeepTheRateAndTheInFlightLimit() async throws {
         // A validity long enough for a loaded test machine: the bound is checked against the counted window.
         let configuration = SharedRateBudget.Configuration(
@@ -61,9 +69,7 @@ import Testing
     }
 
     @Test func aLeaseNeverReleasedExpiresAndFreesItsCapacity() async throws {
-        let configuration = SharedRateBudget.Configuration(
-            budgetKey: uniqueName("budget"), maxInFlight: 2, rateLimit: 100, window: .milliseconds(100),
-            grantValidity: .milliseconds(50), leaseDuration: .seconds(2), pollInterval: .seconds(3600))
+        let configuration = Self.inFlightBound(maxInFlight: 2, leaseDuration: .seconds(2))
         try await PostgresServer.with { server in
             try await withBudgets(2, of: server, configuration: configuration) { budgets in
                 // relay-0 takes the whole in-flight budget and is then killed: it never releases.
@@ -80,9 +86,7 @@ import Testing
     }
 
     @Test func aReleaseWakesAWaitingAcquirerOfAnotherRelay() async throws {
-        let configuration = SharedRateBudget.Configuration(
-            budgetKey: uniqueName("budget"), maxInFlight: 1, rateLimit: 100, window: .milliseconds(100),
-            grantValidity: .milliseconds(50), leaseDuration: .seconds(3600), pollInterval: .seconds(3600))
+        let configuration = Self.inFlightBound(maxInFlight: 1, leaseDuration: .seconds(3600))
         try await PostgresServer.with { server in
             try await withBudgets(2, of: server, configuration: configuration) { budgets in
                 let first = try await budgets[0].acquire()
@@ -100,9 +104,7 @@ import Testing
     }
 
     @Test func aCancelledAcquirerLeavesTheQueueAndTheNextOneIsServed() async throws {
-        let configuration = SharedRateBudget.Configuration(
-            budgetKey: uniqueName("budget"), maxInFlight: 1, rateLimit: 100, window: .milliseconds(100),
-            grantValidity: .milliseconds(50), leaseDuration: .seconds(3600), pollInterval: .seconds(3600))
+        let configuration = Self.inFlightBound(maxInFlight: 1, leaseDuration: .seconds(3600))
         try await PostgresServer.with { server in
             try await withBudgets(1, of: server, configuration: configuration) { budgets in
                 let budget = budgets[0]

@@ -111,11 +111,12 @@ public final class PostgresServer: Sendable {
 
     /// Shuts the server down (fast: open connections are ended) and waits for it to exit; the data stays.
     public func stop() async {
-        guard
-            let process = postmaster.withLock({ value in
-                defer { value = nil }; return value
-            })
-        else { return }
+        let running = postmaster.withLock { value in
+            let running = value
+            value = nil
+            return running
+        }
+        guard let process = running else { return }
         process.signal(SIGINT)
         await process.waitForExit(killingAfter: .seconds(30))
     }
