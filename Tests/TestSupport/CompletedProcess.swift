@@ -7,13 +7,15 @@ public struct CompletedProcess: Sendable {
     public var standardError: String
 
     /// Runs `executable` with `arguments`, writes `standardInput` to it and waits for it to exit. Both outputs are
-    /// read while it runs, so a child that writes much to either never blocks on a full pipe.
-    public static func run(_ executable: URL, arguments: [String], standardInput: [UInt8] = []) throws
-        -> CompletedProcess
-    {
+    /// read while it runs, so a child that writes much to either never blocks on a full pipe. It runs in
+    /// `workingDirectory` when given, else in this process's.
+    public static func run(
+        _ executable: URL, arguments: [String], standardInput: [UInt8] = [], workingDirectory: URL? = nil
+    ) throws -> CompletedProcess {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
+        if let workingDirectory { process.currentDirectoryURL = workingDirectory }
         let input = Pipe()
         let output = Pipe()
         let errors = Pipe()

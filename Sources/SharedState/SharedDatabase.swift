@@ -1,0 +1,78 @@
+import Logging
+import PostgresNIO
+
+/// What the store and the budget share: the client, the logger, and the bound of every operation.
+struct SharedDatabase: Sendable {
+    let client: PostgresClient
+    let logger: Logger
+    let operationTimeout: Duration
+
+    /// Runs `body` within `operationTimeout`, turning whatever it throws into a `SharedStateError` naming `name`.
+    ///
+    /// While the database is unreachable postgres-nio's pool queues requests and keeps trying to connect (its
+    /// circuit breaker opens only after a minute): the bound keeps every caller in control of how long it waits,
+    /// whatever the pool's state, and a request cut short leaves the pool's queue. An operation cut short may still
+    /// have been committed: every operation of the store and the budget is safe to retry, or conservative when not.
+    func perform<Result: Sendable>(
+        _ name: String, _ body: @escaping @Sendable (PostgresClient, Logger) async throws -> Result
+    ) async throws -> Result {
+        let client = client
+        let logger = logger
+        return try await Self.bounded(name, timeout: operationTimeout) { try await body(client, logger) }
+    }
+
+    /// `body`'s result within `timeout`, or a `SharedStateError` naming `name` (what `body` threw, classified).
+    static func bounded<Result: Sendable>(
+        _ name: String, timeout: Duration, _ body: @escaping @Sendable () async throws -> Result
+    ) async throws -> Result {
+        do {
+            return try await withThrowingTaskGroup(of: Result?.self) { group in
+                group.addTask { try await body() }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let result = first else {
+                    throw SharedStateError(
+                        kind: .timedOut, operation: name,
+                        reason: "no answer within \(timeout) (the database is unreachable, or too slow)")
+                }
+                return result
+            }
+        } catch {
+            // A cancelled caller gets the cancellation, not what postgres-nio made of it.
+            if error is CancellationError || Task.isCancelled { throw CancellationError() }
+            throw SharedStateError(operation: name, cause: error)
+        }
+    }
+
+    /// The first column of the first row of `query`'s answer, nil when it has no row.
+    func value<Value: PostgresDecodable & Sendable>(
+        _ name: String, _ query: PostgresQuery, as type: Value.Type
+    ) async throws -> Value? {
+        try await perform(name) { client, logger in
+            try await client.query(query, logger: logger).decode(Value.self).firstOfAll()
+        }
+    }
+}
+
+extension AsyncSequence {
+    /// The first element, after reading the sequence to its end: a query's rows are read whole, so that its
+    /// connection goes back to the pool at once rather than when an abandoned iterator is cleaned up.
+    func firstOfAll() async throws -> Element? {
+        var first: Element?
+        for try await element in self where first == nil {
+            first = element
+        }
+        return first
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, for the database's `interval` arithmetic.
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}

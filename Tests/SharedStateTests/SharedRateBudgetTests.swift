@@ -1,0 +1,146 @@
+import Foundation
+import SharedState
+import TestSupport
+import Testing
+
+@Suite struct SharedRateBudgetTests {
+    /// Whether, for the starts sorted by the database's clock, every `limit + 1` consecutive ones span at least
+    /// `window`: no window shorter than that holds more than `limit` of them. (A microsecond of slack for the
+    /// database's timestamp precision as a `Date`.)
+    static func noWindowHoldsMoreThan(_ limit: Int, starts: [Date], window: Duration) -> Bool {
+        let sorted = starts.sorted()
+        guard sorted.count > limit else { return true }
+        let span = Double(window.components.seconds) + Double(window.components.attoseconds) / 1e18 - 1e-6
+        return (limit..<sorted.count).allSatisfy { sorted[$0].timeIntervalSince(sorted[$0 - limit]) >= span }
+    }
+
+    /// A budget that only the in-flight limit constrains, whose acquirers never ask again for want of news: a
+    /// refused one is woken only by a release or by the expiry of the lease in the way.
+    static func inFlightBound(maxInFlight: Int, leaseDuration: Duration) -> SharedRateBudget.Configuration {
+        SharedRateBudget.Configuration(
+            budgetKey: uniqueName("budget"), maxInFlight: maxInFlight, rateLimit: 100, window: .milliseconds(100),
+            grantValidity: .milliseconds(50), leaseDuration: leaseDuration, pollInterval: .seconds(3600))
+    }
+
+    @Test func threeRelaysTogetherKeepTheRateAndTheInFlightLimit() async throws {
+        // A validity long enough for a loaded test machine: the bound is checked against the counted window.
+        let configuration = SharedRateBudget.Configuration(
+            budgetKey: uniqueName("budget"), maxInFlight: 4, rateLimit: 5, window: .milliseconds(100),
+            margin: .milliseconds(2), grantValidity: .milliseconds(50), leaseDuration: .seconds(30))
+        let acquirersPerRelay = 12
+        let requestsPerAcquirer = 4
+        try await PostgresServer.with { server in
+            try await withBudgets(3, of: server, configuration: configuration) { budgets in
+                let starts = Locked<[Date]>([])
+                let inFlight = Locked((now: 0, most: 0))
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for budget in budgets {
+                        for _ in 0..<acquirersPerRelay {
+                            group.addTask {
+                                var sent = 0
+                                while sent < requestsPerAcquirer {
+                                    let grant = try await budget.acquire()
+                                    starts.withLock { $0.append(grant.startedAt) }
+                                    #expect(grant.inFlight <= configuration.maxInFlight)
+                                    guard grant.isValid else {
+                                        try await budget.release(grant)
+                                        continue
+                                    }
+                                    inFlight.withLock {
+                                        $0.now += 1; $0.most = max($0.most, $0.now)
+                                    }
+                                    // The request: up to 60 ms at the API, so that the in-flight limit binds too.
+                                    try await Task.sleep(for: .milliseconds(Int.random(in: 0...60)))
+                                    inFlight.withLock { $0.now -= 1 }
+                                    try await budget.release(grant)
+                                    sent += 1
+                                }
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+                #expect(
+                    Self.noWindowHoldsMoreThan(
+                        configuration.rateLimit, starts: starts.value, window: configuration.countedWindow))
+                #expect(inFlight.value.most <= configuration.maxInFlight)
+            }
+        }
+    }
+
+    @Test func aLeaseNeverReleasedExpiresAndFreesItsCapacity() async throws {
+        let configuration = Self.inFlightBound(maxInFlight: 2, leaseDuration: .seconds(2))
+        try await PostgresServer.with { server in
+            try await withBudgets(2, of: server, configuration: configuration) { budgets in
+                // relay-0 takes the whole in-flight budget and is then killed: it never releases.
+                let abandoned = [try await budgets[0].acquire(), try await budgets[0].acquire()]
+                let earliestExpiry = abandoned.map(\.leaseExpiresAt).min()!
+                // relay-1 waits for the leases to expire, not for its poll bound (an hour).
+                let grant = try await within(.seconds(30), "a grant once the abandoned leases expire") {
+                    try await budgets[1].acquire()
+                }
+                #expect(grant.startedAt >= earliestExpiry)
+                try await budgets[1].release(grant)
+            }
+        }
+    }
+
+    @Test func aReleaseWakesAWaitingAcquirerOfAnotherRelay() async throws {
+        let configuration = Self.inFlightBound(maxInFlight: 1, leaseDuration: .seconds(3600))
+        try await PostgresServer.with { server in
+            try await withBudgets(2, of: server, configuration: configuration) { budgets in
+                let first = try await budgets[0].acquire()
+                // Neither the lease (an hour) nor the poll bound (an hour) ends the wait: only the notification.
+                async let granted = within(.seconds(30), "the waiting acquirer to be woken by the release") {
+                    try await budgets[1].acquire()
+                }
+                try await waitUntil("relay-1 to be refused and wait") { budgets[1].waitingAcquirers == 1 }
+                try await budgets[0].release(first)
+                let second = try await granted
+                #expect(second.startedAt > first.startedAt)
+                #expect(second.inFlight == 1)
+            }
+        }
+    }
+
+    @Test func aCancelledAcquirerLeavesTheQueueAndTheNextOneIsServed() async throws {
+        let configuration = Self.inFlightBound(maxInFlight: 1, leaseDuration: .seconds(3600))
+        try await PostgresServer.with { server in
+            try await withBudgets(1, of: server, configuration: configuration) { budgets in
+                let budget = budgets[0]
+                let first = try await budget.acquire()
+                let cancelled = Task { try await budget.acquire() }
+                try await waitUntil("the first waiter to be refused and wait") { budget.waitingAcquirers == 1 }
+                let served = Task { try await budget.acquire() }
+                cancelled.cancel()
+                await #expect(throws: CancellationError.self) { try await cancelled.value }
+                try await budget.release(first)
+                let grant = try await within(.seconds(30), "the waiter behind the cancelled one to be served") {
+                    try await withTaskCancellationHandler {
+                        try await served.value
+                    } onCancel: {
+                        served.cancel()
+                    }
+                }
+                #expect(grant.inFlight == 1)
+            }
+        }
+    }
+
+    @Test func aGrantIsOnlyValidForItsValidity() async throws {
+        let configuration = SharedRateBudget.Configuration(
+            budgetKey: uniqueName("budget"), grantValidity: .milliseconds(200))
+        try await PostgresServer.with { server in
+            try await withBudgets(1, of: server, configuration: configuration) { budgets in
+                let before = ContinuousClock.now
+                let grant = try await budgets[0].acquire()
+                #expect(grant.validUntil <= ContinuousClock.now + configuration.grantValidity)
+                #expect(grant.validUntil > before)
+                // A relay paused past the validity (SIGSTOP) finds its grant unusable when it continues.
+                try await waitUntil("the grant to expire") { !grant.isValid }
+                #expect(ContinuousClock.now >= grant.validUntil)
+                try await budgets[0].release(grant)
+            }
+        }
+    }
+}
