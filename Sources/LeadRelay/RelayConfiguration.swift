@@ -155,7 +155,7 @@ public struct RelayConfiguration: Sendable {
                 }),
             rateMargin: .milliseconds(
                 check(0) { () throws(ConfigurationError) in
-                    try reader.integer("LEAD_RELAY_RATE_MARGIN_MS", default: 2, in: 0...60_000)
+                    try reader.integer("LEAD_RELAY_RATE_MARGIN_MS", default: 5, in: 0...60_000)
                 }),
             retryBase: .milliseconds(retryBaseMilliseconds ?? 0),
             retryMax: .milliseconds(retryMaxMilliseconds),
@@ -233,7 +233,7 @@ public struct RelayConfiguration: Sendable {
         Variable(name: "LEAD_RELAY_MAX_IN_FLIGHT", defaultValue: "10", meaning: "API requests at once"),
         Variable(name: "LEAD_RELAY_RATE_LIMIT", defaultValue: "10", meaning: "API requests per rate window"),
         Variable(name: "LEAD_RELAY_RATE_WINDOW_MS", defaultValue: "200", meaning: "the rate window"),
-        Variable(name: "LEAD_RELAY_RATE_MARGIN_MS", defaultValue: "2", meaning: "slack kept at each window's edge"),
+        Variable(name: "LEAD_RELAY_RATE_MARGIN_MS", defaultValue: "5", meaning: "slack kept at each window's edge"),
         Variable(name: "LEAD_RELAY_RETRY_BASE_MS", defaultValue: "200", meaning: "first retry back-off"),
         Variable(name: "LEAD_RELAY_RETRY_MAX_MS", defaultValue: "30000", meaning: "longest back-off (>= the base)"),
         Variable(

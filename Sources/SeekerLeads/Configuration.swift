@@ -40,13 +40,13 @@ public struct RateBudgetConfiguration: Sendable, Equatable {
     /// Added to the window: the budget counts a start when the request head is written and the API
     /// when it reads it; the margin covers the difference between those two reads of the clock
     /// (`LEAD_RELAY_RATE_MARGIN_MS`).
-    public var margin: Duration = .milliseconds(2)
+    public var margin: Duration = .milliseconds(5)
 
     public init(
         maxInFlight: Int = 10,
         rateLimit: Int = 10,
         window: Duration = .milliseconds(200),
-        margin: Duration = .milliseconds(2)
+        margin: Duration = .milliseconds(5)
     ) {
         self.maxInFlight = max(1, maxInFlight)
         self.rateLimit = max(1, rateLimit)

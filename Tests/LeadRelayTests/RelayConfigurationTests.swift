@@ -53,7 +53,7 @@ import Testing
         #expect(configuration.maxInFlight == 10)
         #expect(configuration.rateLimit == 10)
         #expect(configuration.rateWindow == .milliseconds(200))
-        #expect(configuration.rateMargin == .milliseconds(2))
+        #expect(configuration.rateMargin == .milliseconds(5))
         #expect(configuration.retryBase == .milliseconds(200))
         #expect(configuration.retryMax == .milliseconds(30000))
         #expect(configuration.circuitThreshold == 5)
