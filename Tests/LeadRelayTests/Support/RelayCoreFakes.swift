@@ -20,7 +20,6 @@ final class InMemoryConsumer: RelayConsumer {
         var commitsToRefuse = 0
         var refusedCommits = 0
         var assignment: Set<TopicPartition> = []
-        var fetchHeld = false
         var closed = false
     }
 
@@ -34,9 +33,8 @@ final class InMemoryConsumer: RelayConsumer {
 
     func subscribe(topics: [String]) throws {}
 
-    func holdFetching(_ hold: Bool) {
-        state.withLock { $0.fetchHeld = hold }
-    }
+    /// Nothing is fetched ahead here: the test delivers each record itself.
+    func holdFetching(_ hold: Bool) {}
 
     func commitAndWait(_ offsets: [TopicPartition: Int64], timeout: Duration) async throws -> Bool {
         state.withLock { state in
@@ -65,7 +63,6 @@ final class InMemoryConsumer: RelayConsumer {
     /// The next offset to read of each partition, as committed and acknowledged.
     var committed: [TopicPartition: Int64] { state.withLock { $0.committed } }
     var refusedCommits: Int { state.withLock { $0.refusedCommits } }
-    var isFetchHeld: Bool { state.withLock { $0.fetchHeld } }
     var isClosed: Bool { state.withLock { $0.closed } }
 
     /// The group refuses the next `count` commits, as a broker does while the group rebalances.
