@@ -170,7 +170,8 @@ extension RDKafkaClient {
         }
     }
 
-    /// Leaves the group; serves the final revocation through the rebalance callback on this thread.
+    /// Drops the subscription: the revocation it causes is served through the rebalance callback by the polls
+    /// that follow, and the group is left once the partitions are released.
     func unsubscribe() throws {
         try Self.check(rd_kafka_unsubscribe(handle), "unsubscribe")
     }
@@ -183,6 +184,7 @@ extension RDKafkaClient {
         return list.pointee.cnt > 0
     }
 
+    /// Leaves the group; serves the final revocation through the rebalance callback on this thread.
     func closeConsumer() throws {
         try Self.check(rd_kafka_consumer_close(handle), "consumer close")
     }
