@@ -85,13 +85,14 @@ let package = Package(
             ],
             plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]
         ),
-        // The dedupe memory and the API budget shared by every relay through PostgreSQL (issue 12); the relay
-        // depends on it once it is wired in, so it depends on none of the relay's modules.
+        // The dedupe memory and the API budget shared by every relay through PostgreSQL; below the relay core, so
+        // it depends on none of the relay's modules.
         .target(
             name: "SharedState",
             dependencies: [
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
@@ -103,6 +104,7 @@ let package = Package(
                 "LeadEvents",
                 "RelayPrimitives",
                 "SeekerLeads",
+                "SharedState",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -131,6 +133,7 @@ let package = Package(
                 "LeadEvents",
                 "LeadRelay",
                 "LeadRelayDemo",
+                "SharedState",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

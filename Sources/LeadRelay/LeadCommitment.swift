@@ -20,6 +20,9 @@ final class LeadCommitment: Sendable {
         return exchanged || original == State.committed.rawValue
     }
 
+    /// Whether `abandon()` succeeded: nothing of the lead was sent.
+    var isAbandoned: Bool { state.load(ordering: .acquiring) == State.abandoned.rawValue }
+
     /// True if the lead was still open: it will not be sent.
     func abandon() -> Bool {
         state.compareExchange(

@@ -10,6 +10,8 @@ public final class Readiness: Sendable {
     public static let consumer = "consumer"
     public static let producer = "producer"
     public static let dedupeStore = "dedupe_store"
+    /// The shared API budget, when `LEAD_RELAY_DATABASE_URL` is set.
+    public static let budget = "budget"
     public static let credentials = "credentials"
     public static let circuit = "circuit"
 

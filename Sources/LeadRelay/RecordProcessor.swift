@@ -21,6 +21,8 @@ struct RecordProcessor: Sendable {
     let tally: OutcomeTally
     /// nil retries transient failures for ever.
     let retryDeadline: Duration?
+    /// The longest one API request lasts (`SEEKER_LEADS_TIMEOUT_MS`).
+    let requestTimeout: Duration
     let logger: Logger
 
     enum Route: Sendable {
@@ -119,35 +121,60 @@ struct RecordProcessor: Sendable {
         return .duplicate(earlier, identity)
     }
 
-    /// Runs with the dedupe key held, so that no other record with this key is between lookup and record.
+    /// Runs with the dedupe key held, so that no other record of this process with this key is between lookup and
+    /// record; the store's reservation keeps other relays' records of the key out as well.
     private func resolve(_ event: LeadEvent, at position: RecordPosition, commitment: LeadCommitment) async
         -> RecordOutcome?
     {
-        if let earlier = await retryingStoreAccess({
-            try await dedupeStore.submission(forKey: event.dedupeKey, now: Date())
-        }) {
-            guard commitment.commit() else { return nil }
-            return Self.outcome(of: event, at: position, earlier: earlier)
-        }
         let body = event.request.canonicalJSON()
         let firstAttemptAt = Date()
         var attempts = 0
+        var reservation: LeadReservation?
         let gate = gates.attemptGate()
+        var deadline = retryDeadline.map { ContinuousClock.now + $0 }
         while true {
-            let deadline = retryDeadline.map { ContinuousClock.now + $0 }
+            let renewing = reservation
+            switch await retryingStoreAccess({
+                try await dedupeStore.reserve(event.dedupeKey, for: position, renewing: renewing)
+            }) {
+            case nil:
+                return nil
+            case .submitted(let earlier)?:
+                guard commitment.commit() else { return nil }
+                return Self.outcome(of: event, at: position, earlier: earlier)
+            case .reserved(let reserved)?:
+                reservation = reserved
+            }
+            guard let held = reservation else { return nil }
+            let liveness = reservationLiveness
             let result: (outcome: SubmissionAttemptOutcome, attempts: Int)
             do {
                 result = try await submitter.submitLeadRetrying(
                     requestBody: body, traceparent: event.traceparent, deadline: deadline,
                     beforeAttempt: {
                         try await gate.waitForPermission()
+                        guard held.isLive(for: liveness.atAttempt) else {
+                            gate.withdraw()
+                            throw SubmissionWithdrawn()
+                        }
                         guard commitment.commit() else {
                             gate.withdraw()
                             throw CancellationError()
                         }
                     },
+                    mayWrite: { held.isLive(for: liveness.atWrite) },
                     afterAttempt: { gate.observe($0) })
+            } catch is SubmissionWithdrawn {
+                // The reservation would lapse while the request may last: renew it (or learn that another relay
+                // took the key over meanwhile) before the next attempt.
+                continue
             } catch {
+                // An abandoned lead was never sent: its key is free for the record's next owner at once. Its own
+                // task is cancelled, so another one tells the store.
+                if commitment.isAbandoned {
+                    let store = dedupeStore
+                    Task { try? await store.release(held) }
+                }
                 return nil
             }
             attempts += result.attempts
@@ -156,9 +183,11 @@ struct RecordProcessor: Sendable {
                 let lead = SubmittedLead(
                     dedupeKey: event.dedupeKey, requestId: requestId, title: title, submittedAt: Date(),
                     httpStatus: httpStatus, attempts: attempts, firstAttemptAt: firstAttemptAt, inputRecord: position)
-                _ = await retryingStoreAccess { try await dedupeStore.recordSubmitted(lead) }
+                guard await retryingStoreAccess({ try await dedupeStore.recordSubmitted(lead, under: held) }) != nil
+                else { return nil }
                 return .submitted(lead, LeadIdentity(event))
             case .rejected(let httpStatus, _, _, let detailsJSON):
+                guard await retryingStoreAccess({ try await dedupeStore.release(held) }) != nil else { return nil }
                 return .deadLetter(
                     DeadLetter(
                         stage: .submit, reason: .rejectedByAPI,
@@ -167,7 +196,12 @@ struct RecordProcessor: Sendable {
             case .transient(let httpStatus, let description, _):
                 // During an outage the circuit holds every lead; only a lead that keeps failing while
                 // others get through has exhausted its retries.
-                if gates.isHoldingSubmissions { continue }
+                if gates.isHoldingSubmissions {
+                    deadline = retryDeadline.map { ContinuousClock.now + $0 }
+                    continue
+                }
+                // Kept: a lead that may have reached the API stays reserved until its reservation lapses, so that
+                // no other relay posts a re-driven copy at once.
                 return .deadLetter(
                     DeadLetter(
                         stage: .submit, reason: .retriesExhausted,
@@ -175,25 +209,39 @@ struct RecordProcessor: Sendable {
                         detailsJSON: "[]", httpStatus: httpStatus, attempts: attempts))
             case .authenticationFailed:
                 // A configuration fault, not the lead's: the gates hold everything until credentials work.
+                deadline = retryDeadline.map { ContinuousClock.now + $0 }
                 continue
             }
         }
     }
 
-    /// The dedupe store is local; a failure is a disk or lock problem that passes, so wait it out
-    /// rather than let the record reach an outcome that might post it twice.
-    private func retryingStoreAccess<T: Sendable>(_ access: @Sendable () async throws -> T) async -> T {
+    /// How long a reservation must still be live when an attempt begins (its wait for the budget, then the request)
+    /// and when its request goes out (the request): past that, another relay may take the key over.
+    private var reservationLiveness: (atAttempt: Duration, atWrite: Duration) {
+        (requestTimeout + .seconds(2), requestTimeout + .milliseconds(500))
+    }
+
+    /// The store may be a database across the network: a failure passes (a lock, a restart, an outage), so wait
+    /// it out rather than let the record reach an outcome that might post it twice. Nil once the task is cancelled:
+    /// the record then stays uncommitted.
+    private func retryingStoreAccess<T: Sendable>(_ access: @Sendable () async throws -> T) async -> T? {
         let backoff = Backoff(base: .milliseconds(50), max: .seconds(5))
         var failedAttempts = 0
-        while true {
+        while !Task.isCancelled {
             do {
                 return try await access()
             } catch {
-                logger.error("dedupe store access failed; retrying", metadata: ["error": "\(error)"])
+                if Task.isCancelled { return nil }
                 failedAttempts += 1
+                if failedAttempts == 1 || failedAttempts.isMultiple(of: 20) {
+                    logger.error(
+                        "dedupe store access failed; retrying",
+                        metadata: ["error": "\(error)", "failed_attempts": "\(failedAttempts)"])
+                }
                 try? await Task.sleep(for: backoff.delay(afterAttempt: failedAttempts))
             }
         }
+        return nil
     }
 }
 

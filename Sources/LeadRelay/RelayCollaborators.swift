@@ -1,6 +1,7 @@
 import Foundation
 import Kafka
 import SeekerLeads
+import SharedState
 
 // What the relay core (`RecordProcessor`, `OutcomePublisher`, `RelayService`) needs of each part it talks to. The
 // core sees only these, so that its routing, dedupe, dead-lettering, abandonment and commits run in tests against
@@ -39,20 +40,52 @@ protocol OutcomeProducer: Sendable {
 
 /// The API: posts one lead (with its own retries, budget and credentials) and checks the credentials.
 protocol LeadSubmitter: Sendable {
-    /// Calls `beforeAttempt` before each attempt (throwing from it ends the submission) and `afterAttempt` after.
+    /// Calls `beforeAttempt` before each attempt (throwing from it ends the submission) and `afterAttempt` after;
+    /// `mayWrite` once an attempt's budget permit is granted, just before the request goes out (false ends the
+    /// submission with `SubmissionWithdrawn`, nothing sent).
     func submitLeadRetrying(
         requestBody: [UInt8], traceparent: String?, deadline: ContinuousClock.Instant?,
         beforeAttempt: @Sendable () async throws -> Void,
+        mayWrite: @escaping @Sendable () -> Bool,
         afterAttempt: @Sendable (SubmissionAttemptOutcome) async -> Void
     ) async throws -> (outcome: SubmissionAttemptOutcome, attempts: Int)
     func checkCredentials() async -> Bool
 }
 
-/// The dedupe memory: the leads the API accepted within the TTL, by dedupe key.
+/// The right to post a lead: no other record's post of its dedupe key overlaps it while it is live.
+struct LeadReservation: Sendable, Equatable {
+    var dedupeKey: String
+    /// The earliest instant it may lapse, on this process's clock; nil when it never lapses (one process's store,
+    /// where holding the key in `KeyedExclusivity` is the reservation).
+    var expiresBy: ContinuousClock.Instant?
+    /// The shared store's claim behind it; nil for one process's store.
+    var claim: Claim?
+
+    /// Whether it stays live for at least `duration` from now.
+    func isLive(for duration: Duration) -> Bool {
+        expiresBy.map { ContinuousClock.now + duration < $0 } ?? true
+    }
+}
+
+/// What `SubmissionStore.reserve` found.
+enum LeadReservationOutcome: Sendable, Equatable {
+    /// Submitted within the TTL: no post.
+    case submitted(SubmittedLead)
+    /// Post it under this reservation, then `recordSubmitted` or `release`.
+    case reserved(LeadReservation)
+}
+
+/// The dedupe memory: the leads the API accepted within the TTL, by dedupe key, and the keys being posted.
 protocol SubmissionStore: Sendable {
-    func submission(forKey key: String, now: Date) async throws -> SubmittedLead?
     func submissions(forKeys keys: Set<String>, now: Date) async throws -> [String: SubmittedLead]
-    func recordSubmitted(_ lead: SubmittedLead) async throws
+    /// The key's submission, or a reservation to post it under for the record at `position`, once no other
+    /// record holds one (it may wait for that). Passing the reservation held before renews it.
+    func reserve(_ key: String, for position: RecordPosition, renewing: LeadReservation?) async throws
+        -> LeadReservationOutcome
+    /// Records the lead the API accepted under `reservation`.
+    func recordSubmitted(_ lead: SubmittedLead, under reservation: LeadReservation) async throws
+    /// Gives the key up after a rejection, so that a re-driven copy of the lead may post it.
+    func release(_ reservation: LeadReservation) async throws
     /// Returns how many expired submissions were removed.
     func purgeExpired(now: Date) async throws -> Int
 }
@@ -60,4 +93,19 @@ protocol SubmissionStore: Sendable {
 extension KafkaConsumer: RelayConsumer {}
 extension KafkaProducer: OutcomeProducer {}
 extension SeekerLeadsClient: LeadSubmitter {}
-extension DedupeStore: SubmissionStore {}
+
+/// One process's store: `KeyedExclusivity` keeps two records of a key apart, so a reservation is only a lookup.
+extension DedupeStore: SubmissionStore {
+    func reserve(_ key: String, for position: RecordPosition, renewing: LeadReservation?) throws
+        -> LeadReservationOutcome
+    {
+        if let earlier = try submission(forKey: key, now: Date()) { return .submitted(earlier) }
+        return .reserved(LeadReservation(dedupeKey: key, expiresBy: nil, claim: nil))
+    }
+
+    func recordSubmitted(_ lead: SubmittedLead, under reservation: LeadReservation) throws {
+        try recordSubmitted(lead)
+    }
+
+    func release(_ reservation: LeadReservation) {}
+}

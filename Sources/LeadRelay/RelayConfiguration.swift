@@ -2,6 +2,7 @@ import Foundation
 import Kafka
 import Logging
 import RelayPrimitives
+import SharedState
 
 /// A configuration value that stops start-up: the pipeline prints `line` and exits with status 2.
 public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
@@ -90,6 +91,12 @@ public struct RelayConfiguration: Sendable {
     public var httpPort: Int
     public var dedupeDatabasePath: String
     public var dedupeTTL: Duration
+    /// The dedupe store and the API budget shared by every relay using it; nil for the embedded ones.
+    public var databaseURL: DatabaseURL?
+    /// Relays with the same database and key share one budget.
+    public var budgetKey: String
+    /// How long start-up waits for the database to answer.
+    public var databaseConnectTimeout: Duration
     public var shutdownTimeout: Duration
     public var logLevel: Logger.Level
     public var logFormat: LogFormat
@@ -179,6 +186,17 @@ public struct RelayConfiguration: Sendable {
                 check(0) { () throws(ConfigurationError) in
                     try reader.integer("LEAD_RELAY_DEDUPE_TTL_HOURS", default: 168, in: 1...876_000)
                 } * 3600),
+            databaseURL: check(nil) { () throws(ConfigurationError) in try reader.databaseURL() },
+            budgetKey: check("") { () throws(ConfigurationError) in
+                try reader.nonEmptyLine(
+                    "LEAD_RELAY_BUDGET_KEY",
+                    default: (try? reader.value("SEEKER_LEADS_CLIENT_ID", fileAllowed: true)).flatMap { $0 }
+                        ?? "default")
+            },
+            databaseConnectTimeout: .seconds(
+                check(0) { () throws(ConfigurationError) in
+                    try reader.integer("LEAD_RELAY_DATABASE_CONNECT_TIMEOUT_SECONDS", default: 30, in: 1...3600)
+                }),
             shutdownTimeout: .seconds(
                 check(0) { () throws(ConfigurationError) in
                     try reader.integer("LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS", default: 25, in: 0...86_400)
@@ -250,6 +268,15 @@ public struct RelayConfiguration: Sendable {
         Variable(name: "LEAD_RELAY_DEDUPE_DB", defaultValue: "lead-relay.sqlite", meaning: "dedupe store file"),
         Variable(name: "LEAD_RELAY_DEDUPE_TTL_HOURS", defaultValue: "168", meaning: "how long a lead's key is kept"),
         Variable(
+            name: "LEAD_RELAY_DATABASE_URL", defaultValue: "unset: SQLite and a budget of its own",
+            meaning: "postgres://user:password@host:port/db?sslmode=...: dedupe store and budget shared by all relays"),
+        Variable(
+            name: "LEAD_RELAY_BUDGET_KEY", defaultValue: "the OAuth client id, else default",
+            meaning: "relays with the same database and key share one API budget"),
+        Variable(
+            name: "LEAD_RELAY_DATABASE_CONNECT_TIMEOUT_SECONDS", defaultValue: "30",
+            meaning: "how long start-up waits for the database"),
+        Variable(
             name: "LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS", defaultValue: "25",
             meaning: "time to finish held records on shutdown"),
         Variable(
@@ -288,7 +315,9 @@ public struct RelayConfiguration: Sendable {
     /// `KafkaConfiguration.isSecret(_:)` names, and any `<NAME>_FILE`, whose file's contents are secret whatever
     /// they configure.
     public static func isSecret(variable name: String) -> Bool {
-        if name.hasSuffix("_FILE") || name == "SEEKER_LEADS_TOKEN" || name == "SEEKER_LEADS_CLIENT_SECRET" {
+        if name.hasSuffix("_FILE") || name == "SEEKER_LEADS_TOKEN" || name == "SEEKER_LEADS_CLIENT_SECRET"
+            || name == "LEAD_RELAY_DATABASE_URL"
+        {
             return true
         }
         return KafkaConfiguration.propertyName(forEnvironmentVariable: name).map(KafkaConfiguration.isSecret) ?? false
@@ -305,6 +334,11 @@ extension RelayConfiguration: CustomStringConvertible {
                 "client-credentials(tokenURL: \(tokenURL.absoluteString), clientID: [redacted], "
                     + "clientSecret: [redacted], audience: \(audience))"
             }
+        // The budget key defaults to the client id, which is shown nowhere.
+        var budgetKeyShown = budgetKey
+        if case .clientCredentials(_, let clientID, _, _) = seekerLeadsAuthentication, clientID == budgetKey {
+            budgetKeyShown = "the client id"
+        }
         let kafkaConfiguration = kafkaConfiguration
         let kafka = kafkaProperties.sorted { $0.key < $1.key }.map { key, value in
             "\(key)=\(kafkaConfiguration.isSecretValue(of: key) ? "[redacted]" : value)"
@@ -318,7 +352,9 @@ extension RelayConfiguration: CustomStringConvertible {
             rateWindow: \(rateWindow), rateMargin: \(rateMargin), retryBase: \(retryBase), retryMax: \(retryMax), \
             retryDeadline: \(retryDeadline.map { "\($0)" } ?? "forever"), circuitThreshold: \(circuitThreshold), \
             maxPendingRecords: \(maxPendingRecords), http: \(httpHost):\(httpPort), \
-            dedupeDatabasePath: \(dedupeDatabasePath), dedupeTTL: \(dedupeTTL), shutdownTimeout: \(shutdownTimeout), \
+            dedupeDatabasePath: \(dedupeDatabasePath), dedupeTTL: \(dedupeTTL), \
+            database: \(databaseURL.map { "\($0)" } ?? "none"), budgetKey: \(budgetKeyShown), \
+            databaseConnectTimeout: \(databaseConnectTimeout), shutdownTimeout: \(shutdownTimeout), \
             logLevel: \(logLevel), logFormat: \(logFormat.rawValue))
             """
     }
@@ -465,6 +501,18 @@ struct EnvironmentReader {
         let audience = try nonEmptyLine("SEEKER_LEADS_AUDIENCE", default: baseURL.absoluteString)
         return .clientCredentials(
             tokenURL: tokenURL, clientID: clientID, clientSecret: clientSecret, audience: audience)
+    }
+
+    /// `LEAD_RELAY_DATABASE_URL` (or its `_FILE`); the error never shows the URL, which holds a password.
+    func databaseURL() throws(ConfigurationError) -> DatabaseURL? {
+        let name = "LEAD_RELAY_DATABASE_URL"
+        guard let raw = try value(name, fileAllowed: true) else { return nil }
+        let variable = env[name + "_FILE"] != nil ? name + "_FILE" : name
+        do {
+            return try DatabaseURL(raw.trimmingCharacters(in: .whitespaces))
+        } catch {
+            throw ConfigurationError(variable: variable, message: error.description)
+        }
     }
 
     /// Each `KAFKA_<NAME>` sets the property `KafkaConfiguration.propertyName(forEnvironmentVariable:)` names;

@@ -41,6 +41,17 @@ public struct RelayMetricsFactory: MetricsFactory {
         "lead_relay_budget_timer_lateness_seconds":
             "How late the rate budget's timer woke a waiting request after its due instant (scheduling delay).",
         "lead_relay_retries_total": "Retries of transient API failures.",
+        "lead_relay_database_round_trips_total": "Statements sent to the shared PostgreSQL database, by operation.",
+        "lead_relay_shared_budget_grants_total": "API request starts this relay was granted by the shared budget.",
+        "lead_relay_shared_budget_grant_wait_seconds": "Time this relay waited for a grant of the shared budget.",
+        "lead_relay_shared_budget_group_in_flight":
+            "API requests outstanding in the whole group, as of this relay's last grant.",
+        "lead_relay_shared_budget_late_writes_total":
+            "Requests whose head was written after their grant's validity (the budget's margin absorbed it).",
+        "lead_relay_claims_waited_total": "Times a lead waited for another relay's claim of its dedupe key to end.",
+        "lead_relay_claims_taken_over_total": "Claims of a stopped relay taken over after they expired.",
+        "lead_relay_in_doubt_total":
+            "Leads posted again although an earlier attempt may have reached the API, by cause.",
     ]
 
     static let durationBuckets: [String: [Duration]] = [
@@ -48,6 +59,9 @@ public struct RelayMetricsFactory: MetricsFactory {
             0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600,
         ].map(Duration.init(timeInterval:)),
         "lead_relay_budget_wait_seconds": [
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30, 60,
+        ].map(Duration.init(timeInterval:)),
+        "lead_relay_shared_budget_grant_wait_seconds": [
             0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30, 60,
         ].map(Duration.init(timeInterval:)),
     ]

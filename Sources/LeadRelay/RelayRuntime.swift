@@ -6,6 +6,7 @@ import Prometheus
 import RelayPrimitives
 import SeekerLeads
 import ServiceLifecycle
+import SharedState
 
 /// The relay assembled from its configuration: what `lead-relay run` and `lead-relay demo` start.
 public final class RelayRuntime: Sendable {
@@ -37,9 +38,12 @@ public final class RelayRuntime: Sendable {
     /// 5 ms of lingering would add to every lead's end-to-end time; 1 ms still batches a backlog's outcomes.
     static let producerDefaults = ["linger.ms": "1"]
 
-    /// Services in start order; a service group stops them in reverse, so the relay drains first
-    /// and the health and metrics endpoint stays up longest.
-    public var services: [any Service] { [observability, relay] }
+    /// The database's client and its listeners, when the state is shared.
+    private let sharedStateServices: [any Service]
+
+    /// Services in start order; a service group stops them in reverse, so the relay drains first, the health and
+    /// metrics endpoint stays up after it, and the database's client longest (the relay records outcomes in it).
+    public var services: [any Service] { sharedStateServices + [observability, relay] }
 
     public init(
         configuration: RelayConfiguration, registry: PrometheusCollectorRegistry, logger: Logger,
@@ -54,13 +58,30 @@ public final class RelayRuntime: Sendable {
         var producerConfiguration = kafka
         producerConfiguration.properties.merge(Self.producerDefaults) { configured, _ in configured }
         let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger)
-        let dedupeStore = try DedupeStore(path: configuration.dedupeDatabasePath, ttl: configuration.dedupeTTL)
+        let readiness = Readiness(flags: [Readiness.credentials])
+        let dedupeStore: any SubmissionStore
+        let budget: (any RequestBudget)?
+        if let databaseURL = configuration.databaseURL {
+            let shared = SharedStateParts(configuration: configuration, url: databaseURL, logger: logger)
+            shared.addProbes(to: readiness)
+            dedupeStore = shared.store
+            budget = shared.budget
+            sharedStateServices = shared.services
+        } else {
+            let localStore = try DedupeStore(path: configuration.dedupeDatabasePath, ttl: configuration.dedupeTTL)
+            readiness.addProbe(Readiness.dedupeStore) {
+                Readiness.dedupeStoreFailure(
+                    healthy: localStore.checkHealth(), path: configuration.dedupeDatabasePath)
+            }
+            dedupeStore = localStore
+            budget = nil
+            sharedStateServices = []
+        }
         // Last of what can fail: a client released without `shutdown()` stops the process.
         let client = try SeekerLeadsClient(
-            configuration: SeekerLeadsClientConfiguration(configuration), logger: logger)
+            configuration: SeekerLeadsClientConfiguration(configuration), budget: budget, logger: logger)
 
         let metrics = RelayMetrics()
-        let readiness = Readiness(flags: [Readiness.credentials])
         let bootstrapServers = kafka.properties["bootstrap.servers"] ?? ""
         readiness.addProbe(Readiness.consumer) {
             await Readiness.consumerFailure(consumer.membership, bootstrapServers: bootstrapServers) {
@@ -70,9 +91,6 @@ public final class RelayRuntime: Sendable {
         readiness.addProbe(Readiness.producer) {
             Readiness.producerFailure(
                 brokerReachable: await producer.isConnected(timeout: .seconds(2)), bootstrapServers: bootstrapServers)
-        }
-        readiness.addProbe(Readiness.dedupeStore) {
-            Readiness.dedupeStoreFailure(healthy: dedupeStore.checkHealth(), path: configuration.dedupeDatabasePath)
         }
 
         let gates = SubmissionGates(
@@ -86,7 +104,8 @@ public final class RelayRuntime: Sendable {
             publisher: OutcomePublisher(
                 producer: producer, resultsTopic: configuration.resultsTopic,
                 deadLetterTopic: configuration.deadLetterTopic, logger: logger),
-            metrics: metrics, tally: tally, retryDeadline: configuration.retryDeadline, logger: logger)
+            metrics: metrics, tally: tally, retryDeadline: configuration.retryDeadline,
+            requestTimeout: configuration.seekerLeadsTimeout, logger: logger)
         relay = RelayService(
             settings: RelayService.Settings(
                 inputTopic: configuration.inputTopic, shutdownTimeout: configuration.shutdownTimeout,

@@ -15,19 +15,22 @@ final class ExchangeRecord: Sendable {
     let bearerToken: String
     /// The request takes its permit in the middleware, after the body is encoded; the transport
     /// reports when the head was written, which is the start the budget counts.
-    let budget: RateBudget
+    let budget: any RequestBudget
+    /// Asked once the permit is granted, as the last thing before the request goes out: false withdraws it.
+    let mayWrite: @Sendable () -> Bool
     private let recordedResponse = Mutex<Response?>(nil)
-    private let permit = Mutex<RateBudget.Permit?>(nil)
+    private let permit = Mutex<BudgetPermit?>(nil)
 
-    init(bearerToken: String, budget: RateBudget) {
+    init(bearerToken: String, budget: any RequestBudget, mayWrite: @escaping @Sendable () -> Bool) {
         self.bearerToken = bearerToken
         self.budget = budget
+        self.mayWrite = mayWrite
     }
 
     /// When the budget let the request go, once it did.
     var grantedAt: ContinuousClock.Instant? { permit.withLock { $0?.grantedAt } }
 
-    func recordGrant(_ granted: RateBudget.Permit) { permit.withLock { $0 = granted } }
+    func recordGrant(_ granted: BudgetPermit) { permit.withLock { $0 = granted } }
 
     /// Called by the transport on the event loop once the head is written: the start the budget counts.
     func headWritten(at instant: ContinuousClock.Instant) {
@@ -66,8 +69,9 @@ struct ExchangeMiddleware: ClientMiddleware {
         guard let record else { return try await next(request, body, baseURL) }
         let budget = record.budget
         let permit = try await budget.acquire()
-        record.recordGrant(permit)
         defer { budget.release(permit) }
+        guard record.mayWrite() else { throw SubmissionWithdrawn() }
+        record.recordGrant(permit)
         let (response, responseBody) = try await next(request, body, baseURL)
         let retryAfter = response.headerFields[.retryAfter]
         if response.status.code == 429 || response.status.code == 503,

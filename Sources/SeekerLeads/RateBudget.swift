@@ -15,16 +15,8 @@ import Synchronization
 /// Callers are served first come, first served. A waiting caller that is cancelled leaves the queue
 /// at once. When the next start is held back only by time, one timer wakes the queue at the exact
 /// instant the window allows it, so no start is lost to polling.
-public final class RateBudget: Sendable {
-    /// Granted by `acquire()`; report the write with `markStarted(_:at:)` and give it back with
-    /// `release(_:)` when the request is over.
-    public struct Permit: Sendable {
-        /// How long the caller waited for it.
-        public let waited: Duration
-        /// When the budget let the request go.
-        public let grantedAt: ContinuousClock.Instant
-        fileprivate let slotID: UInt64
-    }
+public final class RateBudget: RequestBudget {
+    public typealias Permit = BudgetPermit
 
     private typealias Waiter = CheckedContinuation<Permit, any Error>
 
@@ -86,7 +78,7 @@ public final class RateBudget: Sendable {
     /// Call at most once per permit, before `release(_:)`.
     public func markStarted(_ permit: Permit, at instant: ContinuousClock.Instant) {
         let actions = state.withLock { state -> GrantActions in
-            guard let index = state.slots.firstIndex(where: { $0.id == permit.slotID }) else { return GrantActions() }
+            guard let index = state.slots.firstIndex(where: { $0.id == permit.id }) else { return GrantActions() }
             state.slots[index].startedAt = max(state.slots[index].startedAt, instant)
             state.slots[index].written = true
             return grantWaiters(&state)
@@ -100,7 +92,7 @@ public final class RateBudget: Sendable {
         let now = clock.now
         let actions = state.withLock { state -> GrantActions in
             state.inFlight -= 1
-            if let index = state.slots.firstIndex(where: { $0.id == permit.slotID }), !state.slots[index].written {
+            if let index = state.slots.firstIndex(where: { $0.id == permit.id }), !state.slots[index].written {
                 state.slots[index].startedAt = now
                 state.slots[index].written = true
             }
@@ -251,7 +243,7 @@ public final class RateBudget: Sendable {
         state.pacedFrom = state.pacedFrom.map { max($0.advanced(by: step), now.advanced(by: step / -2)) } ?? now
         state.nextSlotID += 1
         state.slots.append(Slot(id: state.nextSlotID, startedAt: now, written: false))
-        return Permit(waited: now - arrival, grantedAt: now, slotID: state.nextSlotID)
+        return Permit(waited: now - arrival, grantedAt: now, id: state.nextSlotID)
     }
 }
 

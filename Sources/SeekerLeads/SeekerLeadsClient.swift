@@ -11,7 +11,7 @@ import RelayPrimitives
 public final class SeekerLeadsClient: Sendable {
     public let configuration: SeekerLeadsClientConfiguration
     /// The budget every request of this client goes through.
-    public let budget: RateBudget
+    public let budget: any RequestBudget
     private let httpClient: HTTPClient
     private let eventLoopGroup: MultiThreadedEventLoopGroup
     private let api: Client
@@ -19,7 +19,10 @@ public final class SeekerLeadsClient: Sendable {
     private let metrics = ClientMetrics()
     private let logger: Logger
 
-    public init(configuration: SeekerLeadsClientConfiguration, logger: Logger) throws {
+    /// `budget` is a `RateBudget` of `configuration.budget` unless given (a budget shared with other processes).
+    public init(
+        configuration: SeekerLeadsClientConfiguration, budget: (any RequestBudget)? = nil, logger: Logger
+    ) throws {
         guard let serverURL = URL(string: configuration.baseURL), serverURL.scheme != nil, serverURL.host != nil else {
             throw SeekerLeadsConfigurationError(description: "SEEKER_LEADS_BASE_URL is not an absolute URL")
         }
@@ -44,7 +47,7 @@ public final class SeekerLeadsClient: Sendable {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.httpClient = httpClient
-        self.budget = RateBudget(configuration: configuration.budget)
+        self.budget = budget ?? RateBudget(configuration: configuration.budget)
         self.logger = logger
         self.api = Client(
             serverURL: serverURL,
@@ -63,7 +66,10 @@ public final class SeekerLeadsClient: Sendable {
 
     /// One attempt: through the budget; a 401 triggers one token refresh and one retry inside this call.
     /// `requestBody` is the `createLeadRequest` JSON; only the fields the schema defines are sent.
-    public func submitLead(requestBody: [UInt8], traceparent: String?) async -> SubmissionAttemptOutcome {
+    /// Withdrawn (`SubmissionWithdrawn`, nothing sent) when `mayWrite` says no once the budget granted the attempt.
+    public func submitLead(
+        requestBody: [UInt8], traceparent: String?, mayWrite: @escaping @Sendable () -> Bool = { true }
+    ) async throws(SubmissionWithdrawn) -> SubmissionAttemptOutcome {
         let lead: Components.Schemas.createLeadRequest
         do {
             lead = try JSONDecoder().decode(Components.Schemas.createLeadRequest.self, from: Data(requestBody))
@@ -76,7 +82,7 @@ public final class SeekerLeadsClient: Sendable {
         } catch {
             return Self.outcome(of: error)
         }
-        let first = await send(lead, traceparent: traceparent, token: token)
+        let first = try await send(lead, traceparent: traceparent, token: token, mayWrite: mayWrite)
         guard first.status == 401, tokens.canRefresh else { return first.outcome }
         logger.info("API answered 401; refreshing the access token once")
         let refreshed: String
@@ -85,24 +91,26 @@ public final class SeekerLeadsClient: Sendable {
         } catch {
             return Self.outcome(of: error)
         }
-        return await send(lead, traceparent: traceparent, token: refreshed).outcome
+        return try await send(lead, traceparent: traceparent, token: refreshed, mayWrite: mayWrite).outcome
     }
 
     /// Retries transient outcomes with back-off (at least the `Retry-After` when there is one) until
     /// `deadline` (nil: no deadline). `beforeAttempt` may gate or cancel attempts by throwing;
-    /// `afterAttempt` observes every attempt.
+    /// `afterAttempt` observes every attempt. `mayWrite` is asked when an attempt's budget permit is granted, just
+    /// before its request goes out: false ends the submission with `SubmissionWithdrawn`, nothing sent.
     public func submitLeadRetrying(
         requestBody: [UInt8],
         traceparent: String?,
         deadline: ContinuousClock.Instant?,
         beforeAttempt: @Sendable () async throws -> Void = {},
+        mayWrite: @escaping @Sendable () -> Bool = { true },
         afterAttempt: @Sendable (SubmissionAttemptOutcome) async -> Void = { _ in }
     ) async throws -> (outcome: SubmissionAttemptOutcome, attempts: Int) {
         var attempts = 0
         while true {
             try Task.checkCancellation()
             try await beforeAttempt()
-            let outcome = await submitLead(requestBody: requestBody, traceparent: traceparent)
+            let outcome = try await submitLead(requestBody: requestBody, traceparent: traceparent, mayWrite: mayWrite)
             attempts += 1
             await afterAttempt(outcome)
             guard case .transient(_, _, let retryAfter) = outcome else { return (outcome, attempts) }
@@ -138,12 +146,13 @@ public final class SeekerLeadsClient: Sendable {
         let outcome: SubmissionAttemptOutcome
     }
 
-    private func send(_ lead: Components.Schemas.createLeadRequest, traceparent: String?, token: String) async
-        -> Exchange
-    {
+    private func send(
+        _ lead: Components.Schemas.createLeadRequest, traceparent: String?, token: String,
+        mayWrite: @escaping @Sendable () -> Bool
+    ) async throws(SubmissionWithdrawn) -> Exchange {
         metrics.requestStarted()
         defer { metrics.requestEnded() }
-        let record = ExchangeRecord(bearerToken: token, budget: budget)
+        let record = ExchangeRecord(bearerToken: token, budget: budget, mayWrite: mayWrite)
         let input = Operations.createLead.Input(headers: .init(traceparent: traceparent), body: .json(lead))
         let output: Operations.createLead.Output?
         let failure: (any Error)?
@@ -151,6 +160,7 @@ public final class SeekerLeadsClient: Sendable {
             output = try await ExchangeRecord.$current.withValue(record) { try await api.createLead(input) }
             failure = nil
         } catch {
+            if let withdrawn = Self.withdrawal(in: error) { throw withdrawn }
             output = nil
             failure = error
         }
@@ -240,6 +250,20 @@ public final class SeekerLeadsClient: Sendable {
             return .transient(httpStatus: nil, description: "access token unavailable", retryAfter: nil)
         }
     }
+}
+
+extension SeekerLeadsClient {
+    /// The generated client wraps a middleware's error in its own.
+    fileprivate static func withdrawal(in error: any Error) -> SubmissionWithdrawn? {
+        if let withdrawn = error as? SubmissionWithdrawn { return withdrawn }
+        return ((error as? ClientError)?.underlyingError).flatMap { $0 as? SubmissionWithdrawn }
+    }
+}
+
+/// An attempt whose write condition said no once the budget granted it: nothing was sent.
+public struct SubmissionWithdrawn: Error, CustomStringConvertible {
+    public init() {}
+    public var description: String { "the attempt was withdrawn before it was sent" }
 }
 
 /// The configuration cannot produce a working client.

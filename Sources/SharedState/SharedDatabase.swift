@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import PostgresNIO
 
 /// What the store and the budget share: the client, the logger, and the bound of every operation.
@@ -18,6 +19,7 @@ struct SharedDatabase: Sendable {
     ) async throws -> Result {
         let client = client
         let logger = logger
+        Counter(label: "lead_relay_database_round_trips_total", dimensions: [("operation", name)]).increment()
         return try await Self.bounded(name, timeout: operationTimeout) { try await body(client, logger) }
     }
 

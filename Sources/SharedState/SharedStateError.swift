@@ -29,7 +29,7 @@ public struct SharedStateError: Error, CustomStringConvertible {
         return "shared state: \(operation): \(what): \(reason)"
     }
 
-    init(kind: Kind, operation: String, reason: String) {
+    public init(kind: Kind, operation: String, reason: String) {
         self.kind = kind
         self.operation = operation
         self.reason = reason

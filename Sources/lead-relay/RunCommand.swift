@@ -4,6 +4,7 @@ import LeadRelay
 import Logging
 import Prometheus
 import ServiceLifecycle
+import SharedState
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -27,6 +28,10 @@ struct RunCommand: AsyncParsableCommand {
         let logger = Logger(label: "lead-relay")
         logger.info("starting", metadata: ["configuration": "\(configuration)"])
 
+        if let databaseURL = configuration.databaseURL {
+            try await prepareSharedStateOrExit(
+                url: databaseURL, connectTimeout: configuration.databaseConnectTimeout, logger: logger)
+        }
         let runtime = try RelayRuntime(configuration: configuration, registry: registry, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
@@ -61,4 +66,20 @@ func exitUnlessListenable(host: String, port: Int, setting: String) throws {
     let line = "lead-relay: \(setting): cannot listen on \(address): \(failure); choose another port (0: any free one)"
     FileHandle.standardError.write(Data((line + "\n").utf8))
     throw ExitCode(2)
+}
+
+/// A database the relay cannot use stops start-up before anything else connects: one line naming the variable, exit
+/// status 2 when it refused (credentials, permissions), 1 when none answered within the wait.
+func prepareSharedStateOrExit(url: DatabaseURL, connectTimeout: Duration, logger: Logger) async throws {
+    do {
+        try await SharedStateStartup.prepare(url: url, connectTimeout: connectTimeout, logger: logger)
+    } catch {
+        let (message, status): (String, Int32) =
+            switch error {
+            case .unusable(let message): (message, 2)
+            case .unreachable(let message): (message, 1)
+            }
+        FileHandle.standardError.write(Data("lead-relay: LEAD_RELAY_DATABASE_URL: \(message)\n".utf8))
+        throw ExitCode(status)
+    }
 }

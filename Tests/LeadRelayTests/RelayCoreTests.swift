@@ -78,7 +78,8 @@ import Testing
         try await store.recordSubmitted(
             SubmittedLead(
                 dedupeKey: key, requestId: "request-before-crash", title: "Lead", submittedAt: Date(), httpStatus: 201,
-                attempts: 1, firstAttemptAt: Date(), inputRecord: records[0].position))
+                attempts: 1, firstAttemptAt: Date(), inputRecord: records[0].position),
+            under: LeadReservation(dedupeKey: key, expiresBy: nil, claim: nil))
         let relay = InProcessRelay(store: store)
         try await Self.runUntilCommitted(relay, records)
 

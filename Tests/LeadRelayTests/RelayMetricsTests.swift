@@ -40,6 +40,17 @@ func promtoolCheck(_ exposition: String, promtool: String) throws -> (status: In
         CoreMetrics.Timer(label: "lead_relay_budget_wait_seconds", factory: factory).recordMilliseconds(15)
         Counter(label: "lead_relay_retries_total", factory: factory).increment()
         CoreMetrics.Timer(label: "lead_relay_budget_timer_lateness_seconds", factory: factory).recordMicroseconds(80)
+        // With a shared database; the SharedState module counts its round trips itself.
+        let shared = SharedStateMetrics(factory: factory)
+        shared.grants.increment()
+        shared.grantWait.recordMilliseconds(4)
+        shared.groupInFlight.record(6)
+        shared.lateWrites.increment()
+        shared.claimsWaited.increment()
+        shared.claimsTakenOver.increment()
+        shared.inDoubtAfterTakeOver.increment()
+        Counter(label: "lead_relay_database_round_trips_total", dimensions: [("operation", "claim")], factory: factory)
+            .increment()
         return registry
     }
 

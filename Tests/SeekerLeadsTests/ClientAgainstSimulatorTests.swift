@@ -100,7 +100,7 @@ struct SimulatorFixture: Sendable {
             for worker in 0..<200 {
                 group.addTask {
                     for round in 0..<10 {
-                        let outcome = await fixture.client.submitLead(
+                        let outcome = try await fixture.client.submitLead(
                             requestBody: validLeadBody(worker * 10 + round), traceparent: nil)
                         if case .accepted = outcome { accepted.withLock { $0 += 1 } }
                     }
@@ -125,7 +125,7 @@ struct SimulatorFixture: Sendable {
             #"{"lastName":"Doe","email":"a@example.com","phoneNumbers":[{"number":"0511223344"}],"message":"m/x","classifiedId":"12ABCDEFGHJK","submittedDate":"2025-01-01T10:00:00.5Z","unknownField":1}"#
                 .utf8
         )
-        let outcome = await fixture.client.submitLead(
+        let outcome = try await fixture.client.submitLead(
             requestBody: body, traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
         guard case .accepted(let requestId, _, 200) = outcome else {
             Issue.record("expected accepted, got \(outcome)")
@@ -217,7 +217,7 @@ struct SimulatorFixture: Sendable {
     @Test func oneTokenIsReusedAndA401RefreshesItOnce() async throws {
         let fixture = try await SimulatorFixture.start()
         for index in 0..<30 {
-            _ = await fixture.client.submitLead(requestBody: validLeadBody(index), traceparent: nil)
+            _ = try await fixture.client.submitLead(requestBody: validLeadBody(index), traceparent: nil)
         }
         #expect(await fixture.simulator.stats().tokenRequests == 1)
 
@@ -225,16 +225,17 @@ struct SimulatorFixture: Sendable {
         revoke.revokeIssuedTokens = true
         await fixture.simulator.setFaults(revoke)
         let accepted = Locked(0)
-        await withTaskGroup(of: Void.self) { group in
+        try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<50 {
                 group.addTask {
-                    if case .accepted = await fixture.client.submitLead(
+                    if case .accepted = try await fixture.client.submitLead(
                         requestBody: validLeadBody(100 + index), traceparent: nil)
                     {
                         accepted.withLock { $0 += 1 }
                     }
                 }
             }
+            try await group.waitForAll()
         }
         let stats = await fixture.simulator.stats()
         #expect(accepted.withLock { $0 } == 50)
@@ -245,12 +246,12 @@ struct SimulatorFixture: Sendable {
 
     @Test func secretsNeverReachTheLogs() async throws {
         let fixture = try await SimulatorFixture.start()
-        _ = await fixture.client.submitLead(requestBody: validLeadBody(1), traceparent: nil)
+        _ = try await fixture.client.submitLead(requestBody: validLeadBody(1), traceparent: nil)
         var outage = SimulatorFaults()
         outage.revokeIssuedTokens = true
         outage.tokenEndpointOutage = true
         await fixture.simulator.setFaults(outage)
-        let outcome = await fixture.client.submitLead(requestBody: validLeadBody(2), traceparent: nil)
+        let outcome = try await fixture.client.submitLead(requestBody: validLeadBody(2), traceparent: nil)
         #expect(outcome.isTransient)
         #expect(await fixture.client.checkCredentials() == false)
         let logs = fixture.logs.all

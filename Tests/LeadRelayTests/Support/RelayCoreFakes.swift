@@ -187,9 +187,11 @@ final class ScriptedSubmitter: LeadSubmitter {
     func submitLeadRetrying(
         requestBody: [UInt8], traceparent: String?, deadline: ContinuousClock.Instant?,
         beforeAttempt: @Sendable () async throws -> Void,
+        mayWrite: @escaping @Sendable () -> Bool,
         afterAttempt: @Sendable (SubmissionAttemptOutcome) async -> Void
     ) async throws -> (outcome: SubmissionAttemptOutcome, attempts: Int) {
         try await beforeAttempt()
+        guard mayWrite() else { throw SubmissionWithdrawn() }
         let classifiedID = Self.classifiedID(of: requestBody)
         let (answer, sequence) = state.withLock { state in
             state.received.append(classifiedID)
@@ -265,17 +267,22 @@ final class ScriptedSubmitter: LeadSubmitter {
 final class InMemorySubmissionStore: SubmissionStore {
     private let leads = Mutex<[String: SubmittedLead]>([:])
 
-    func submission(forKey key: String, now: Date) async throws -> SubmittedLead? {
-        leads.withLock { $0[key] }
-    }
-
     func submissions(forKeys keys: Set<String>, now: Date) async throws -> [String: SubmittedLead] {
         leads.withLock { leads in leads.filter { keys.contains($0.key) } }
     }
 
-    func recordSubmitted(_ lead: SubmittedLead) async throws {
+    func reserve(_ key: String, for position: RecordPosition, renewing: LeadReservation?) async throws
+        -> LeadReservationOutcome
+    {
+        if let earlier = leads.withLock({ $0[key] }) { return .submitted(earlier) }
+        return .reserved(LeadReservation(dedupeKey: key, expiresBy: nil, claim: nil))
+    }
+
+    func recordSubmitted(_ lead: SubmittedLead, under reservation: LeadReservation) async throws {
         leads.withLock { $0[lead.dedupeKey] = lead }
     }
+
+    func release(_ reservation: LeadReservation) async throws {}
 
     func purgeExpired(now: Date) async throws -> Int { 0 }
 
@@ -317,7 +324,8 @@ struct InProcessRelay {
             publisher: OutcomePublisher(
                 producer: producer, resultsTopic: Self.resultsTopic, deadLetterTopic: Self.deadLetterTopic,
                 logger: logger),
-            metrics: metrics, tally: OutcomeTally(), retryDeadline: nil, logger: logger)
+            metrics: metrics, tally: OutcomeTally(), retryDeadline: nil, requestTimeout: .seconds(10),
+            logger: logger)
         relay = RelayService(
             settings: RelayService.Settings(
                 inputTopic: Self.inputTopic, shutdownTimeout: shutdownTimeout, maxPendingRecords: maxPendingRecords),

@@ -1,0 +1,195 @@
+import CoreMetrics
+import Foundation
+import Logging
+import RelayPrimitives
+import SeekerLeads
+import SharedState
+import Synchronization
+
+// The shared state of `SharedState` (PostgreSQL) as the relay core and the API client use it, when
+// `LEAD_RELAY_DATABASE_URL` is set.
+
+/// The metrics of the shared state as this relay sees it.
+/// (`lead_relay_database_round_trips_total` is counted by the SharedState module itself.)
+struct SharedStateMetrics: Sendable {
+    let grants: Counter
+    let grantWait: CoreMetrics.Timer
+    let groupInFlight: Gauge
+    let lateWrites: Counter
+    let claimsWaited: Counter
+    let claimsTakenOver: Counter
+    let inDoubtAfterTakeOver: Counter
+
+    init(factory: any MetricsFactory = MetricsSystem.factory) {
+        grants = Counter(label: "lead_relay_shared_budget_grants_total", factory: factory)
+        grantWait = CoreMetrics.Timer(label: "lead_relay_shared_budget_grant_wait_seconds", factory: factory)
+        groupInFlight = Gauge(label: "lead_relay_shared_budget_group_in_flight", factory: factory)
+        lateWrites = Counter(label: "lead_relay_shared_budget_late_writes_total", factory: factory)
+        claimsWaited = Counter(label: "lead_relay_claims_waited_total", factory: factory)
+        claimsTakenOver = Counter(label: "lead_relay_claims_taken_over_total", factory: factory)
+        inDoubtAfterTakeOver = Counter(
+            label: "lead_relay_in_doubt_total", dimensions: [("cause", "claim_taken_over")], factory: factory)
+    }
+}
+
+/// The dedupe memory of every relay using the database: a reservation is a claim of the key in the database.
+struct SharedSubmissionStore: SubmissionStore {
+    let store: SharedLeadStore
+    /// This process, as claims name their owner: unique per start, so that a restarted relay does not take its
+    /// predecessor's claims for its own.
+    let instance: String
+    /// How long a claim lasts unless renewed. A claim whose owner stopped is taken over this long after it was
+    /// last renewed at the latest.
+    let claimTTL: Duration
+    let metrics: SharedStateMetrics
+    let logger: Logger
+
+    func submissions(forKeys keys: Set<String>, now: Date) async throws -> [String: SubmittedLead] {
+        try await store.submissions(forKeys: Array(keys)).mapValues(SubmittedLead.init)
+    }
+
+    func reserve(_ key: String, for position: RecordPosition, renewing: LeadReservation?) async throws
+        -> LeadReservationOutcome
+    {
+        let token = renewing?.claim?.token ?? ClaimToken()
+        let record = InputRecord(topic: position.topic, partition: position.partition, offset: position.offset)
+        while true {
+            switch try await store.claim(key, owner: instance, inputRecord: record, claimTTL: claimTTL, token: token) {
+            case .claimed(let claim):
+                return .reserved(LeadReservation(dedupeKey: key, expiresBy: claim.expiresBy, claim: claim))
+            case .takenOver(let claim, let previousOwner, let previousRecord):
+                metrics.claimsTakenOver.increment()
+                metrics.inDoubtAfterTakeOver.increment()
+                logger.warning(
+                    "took over an expired claim: the lead is posted again and may reach the API twice",
+                    metadata: [
+                        "previous_owner": "\(previousOwner)", "previous_record": "\(previousRecord)",
+                        "record": "\(record)", "attempt": "\(claim.attempts)",
+                    ])
+                return .reserved(LeadReservation(dedupeKey: key, expiresBy: claim.expiresBy, claim: claim))
+            case .alreadySubmitted(let submission):
+                return .submitted(SubmittedLead(submission))
+            case .held(let held):
+                metrics.claimsWaited.increment()
+                try await store.waitForClaimToEnd(held)
+            }
+        }
+    }
+
+    func recordSubmitted(_ lead: SubmittedLead, under reservation: LeadReservation) async throws {
+        guard let claim = reservation.claim else { return }
+        let recorded = try await store.recordSubmitted(
+            claim, requestId: lead.requestId, title: lead.title, httpStatus: lead.httpStatus)
+        if recorded == nil {
+            // Only a relay that posted after its claim lapsed gets here; the one that took it over records its own.
+            logger.warning(
+                "the claim was taken over before the submission was recorded: the lead reached the API twice",
+                metadata: ["record": "\(claim.inputRecord)"])
+        }
+    }
+
+    func release(_ reservation: LeadReservation) async throws {
+        guard let claim = reservation.claim else { return }
+        try await store.release(claim)
+    }
+
+    func purgeExpired(now: Date) async throws -> Int {
+        try await store.purgeExpired()
+    }
+}
+
+extension SubmittedLead {
+    init(_ submission: SharedSubmission) {
+        self.init(
+            dedupeKey: submission.dedupeKey, requestId: submission.requestId, title: submission.title,
+            submittedAt: submission.submittedAt, httpStatus: submission.httpStatus, attempts: submission.attempts,
+            firstAttemptAt: submission.firstAttemptAt,
+            inputRecord: RecordPosition(
+                topic: submission.inputRecord.topic, partition: submission.inputRecord.partition,
+                offset: submission.inputRecord.offset))
+    }
+}
+
+/// The API budget of every relay using the database with the same budget key, as the API client asks it.
+///
+/// While the database fails, `acquire` waits (and retries) rather than throw: a lead then stays before its
+/// attempt, counted nowhere as an API failure. A `Retry-After` holds this relay's starts only; the others learn of
+/// the API's hold from their own answers.
+final class SharedRequestBudget: RequestBudget {
+    private struct State {
+        var grants: [UInt64: SharedRateBudget.Grant] = [:]
+        var nextID: UInt64 = 0
+        var heldUntil: ContinuousClock.Instant?
+    }
+
+    private let budget: SharedRateBudget
+    private let metrics: SharedStateMetrics
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let retryBackoff = Backoff(base: .milliseconds(50), max: .seconds(2))
+
+    init(budget: SharedRateBudget, metrics: SharedStateMetrics, logger: Logger) {
+        self.budget = budget
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    func acquire() async throws -> BudgetPermit {
+        let arrival = ContinuousClock.now
+        while let heldUntil = state.withLock({ $0.heldUntil }), heldUntil > .now {
+            try await Task.sleep(until: heldUntil, clock: .continuous)
+        }
+        var failures = 0
+        while true {
+            let grant: SharedRateBudget.Grant
+            do {
+                grant = try await budget.acquire()
+            } catch let error as SharedStateError {
+                failures += 1
+                if failures == 1 || failures.isMultiple(of: 20) {
+                    logger.warning(
+                        "the shared budget is unavailable; no request starts until it is back",
+                        metadata: ["error": "\(error)", "failed_attempts": "\(failures)"])
+                }
+                try await Task.sleep(for: retryBackoff.delay(afterAttempt: failures))
+                continue
+            }
+            let waited = ContinuousClock.now - arrival
+            metrics.grants.increment()
+            metrics.grantWait.recordNanoseconds(waited.nanosecondsValue)
+            metrics.groupInFlight.record(grant.inFlight)
+            let id = state.withLock { state in
+                state.nextID += 1
+                state.grants[state.nextID] = grant
+                return state.nextID
+            }
+            return BudgetPermit(waited: waited, grantedAt: .now, id: id)
+        }
+    }
+
+    func markStarted(_ permit: BudgetPermit, at instant: ContinuousClock.Instant) {
+        guard let grant = state.withLock({ $0.grants[permit.id] }), instant > grant.validUntil else { return }
+        metrics.lateWrites.increment()
+    }
+
+    func release(_ permit: BudgetPermit) {
+        guard let grant = state.withLock({ $0.grants.removeValue(forKey: permit.id) }) else { return }
+        let budget = budget
+        let logger = logger
+        // Off the request's path; a release that fails leaves the lease to expire on its own.
+        Task {
+            do {
+                try await budget.release(grant)
+            } catch {
+                logger.debug("budget release failed; the lease expires on its own", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    func hold(until instant: ContinuousClock.Instant) {
+        state.withLock { state in
+            if let heldUntil = state.heldUntil, heldUntil >= instant { return }
+            state.heldUntil = instant
+        }
+    }
+}

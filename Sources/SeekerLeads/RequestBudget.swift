@@ -1,0 +1,29 @@
+/// Granted by a `RequestBudget`'s `acquire()`; report the write with `markStarted(_:at:)` and give it back with
+/// `release(_:)` when the request is over.
+public struct BudgetPermit: Sendable {
+    /// How long the caller waited for it.
+    public let waited: Duration
+    /// When the budget let the request go.
+    public let grantedAt: ContinuousClock.Instant
+    /// The budget's own name for the permit.
+    public let id: UInt64
+
+    public init(waited: Duration, grantedAt: ContinuousClock.Instant, id: UInt64) {
+        self.waited = waited
+        self.grantedAt = grantedAt
+        self.id = id
+    }
+}
+
+/// The API's budget, as the client asks it before every request: `RateBudget` within one process, or one shared by
+/// several relays, which the layer above provides.
+public protocol RequestBudget: Sendable {
+    /// Waits for a start. Throws `CancellationError` when the calling task is cancelled first.
+    func acquire() async throws -> BudgetPermit
+    /// The permit's request head was written to the socket at `instant`: the start the API counts.
+    func markStarted(_ permit: BudgetPermit, at instant: ContinuousClock.Instant)
+    /// Ends a request started with `acquire()`, or gives back a permit that was not used.
+    func release(_ permit: BudgetPermit)
+    /// Holds every start until `instant` (a `Retry-After`). A later hold extends an earlier one.
+    func hold(until instant: ContinuousClock.Instant)
+}
