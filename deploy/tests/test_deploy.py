@@ -60,12 +60,13 @@ HISTOGRAMS = {
     "lead_relay_end_to_end_seconds",
 }
 
-# The relay's configuration contract (issues 4 and 5). Any KAFKA_<NAME> is a librdkafka property.
+# The relay's configuration contract (issues 4, 5 and 12). Any KAFKA_<NAME> is a librdkafka property.
 SECRET_VARIABLES = {
     "SEEKER_LEADS_TOKEN",
     "SEEKER_LEADS_CLIENT_ID",
     "SEEKER_LEADS_CLIENT_SECRET",
     "KAFKA_SASL_PASSWORD",
+    "LEAD_RELAY_DATABASE_URL",
 }
 CONFIG_VARIABLES = {
     "LEAD_RELAY_GROUP_ID", "LEAD_RELAY_INPUT_TOPIC", "LEAD_RELAY_RESULTS_TOPIC", "LEAD_RELAY_DLQ_TOPIC",
@@ -74,12 +75,20 @@ CONFIG_VARIABLES = {
     "LEAD_RELAY_LOG_FORMAT", "LEAD_RELAY_MAX_IN_FLIGHT", "LEAD_RELAY_RATE_LIMIT", "LEAD_RELAY_RATE_WINDOW_MS",
     "LEAD_RELAY_RETRY_BASE_MS", "LEAD_RELAY_RETRY_MAX_MS", "LEAD_RELAY_EVENT_TYPE", "LEAD_RELAY_MAX_EVENT_BYTES",
     "SEEKER_LEADS_BASE_URL", "SEEKER_LEADS_TOKEN_URL", "SEEKER_LEADS_AUDIENCE", "SEEKER_LEADS_TIMEOUT_MS",
+    "LEAD_RELAY_BUDGET_KEY", "LEAD_RELAY_DATABASE_CONNECT_TIMEOUT_SECONDS",
 } | SECRET_VARIABLES | {name + "_FILE" for name in SECRET_VARIABLES}
 
-# The API budget every replica shares: 10 starts per 200 ms and 10 in flight, per API client.
+# The API budget every replica shares: 10 starts per 200 ms and 10 in flight, per API client. With the
+# shared database each relay is given all of it.
 API_RATE_LIMIT = 10
 API_MAX_IN_FLIGHT = 10
+API_RATE_WINDOW_MS = 200
 INPUT_TOPIC_PARTITIONS = 6
+
+# What the budget's division among replicas used to be written as; with a shared budget none of it may remain.
+PER_REPLICA_ARITHMETIC = re.compile(
+    r"1/replicas|1/N\b|budget share|each replica (takes|gets)|half the budget|gets half|with the replica count"
+    r"|× replicas|\* replicas|maxSurge: 0", re.IGNORECASE)
 
 METRIC_TOKEN = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
@@ -164,6 +173,23 @@ def configmap_reference(deployment):
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     (source,) = container["envFrom"]
     return source["configMapRef"]["name"]
+
+
+def relay_services(compose):
+    """The compose services that run `lead-relay run`, by name."""
+    return {name: service for name, service in compose["services"].items() if service.get("command") == ["run"]}
+
+
+def compose_secret_text(compose, name):
+    return (COMPOSE.parent / compose["secrets"][name]["file"]).read_text()
+
+
+def container_secret_file(service, variable):
+    """The compose secret a *_FILE variable points at (compose mounts secret <name> at /run/secrets/<name>)."""
+    path = Path(service["environment"][variable])
+    assert path.parent == Path("/run/secrets"), f"{variable}={path} is not a compose secret"
+    assert path.name in service.get("secrets", []), f"{variable}: the service does not mount secret {path.name}"
+    return path.name
 
 
 def dockerfile_instructions():
@@ -470,12 +496,12 @@ def test_kubernetes_objects_fit_together():
 
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-    assert str(Path(config["LEAD_RELAY_DEDUPE_DB"]).parent) == mounts["dedupe-store"]
+    assert mounts.keys() == volumes.keys(), "every volume is mounted, every mount has its volume"
     secret_volume = next(name for name, v in volumes.items() if "secret" in v)
     assert volumes[secret_volume]["secret"]["secretName"] == secret["metadata"]["name"]
     file_variables = {e["name"]: e["value"] for e in container["env"] if e["name"].endswith("_FILE")}
     assert file_variables.keys() >= {"SEEKER_LEADS_CLIENT_ID_FILE", "SEEKER_LEADS_CLIENT_SECRET_FILE",
-                                     "KAFKA_SASL_PASSWORD_FILE"}
+                                     "KAFKA_SASL_PASSWORD_FILE", "LEAD_RELAY_DATABASE_URL_FILE"}
     for name, path in file_variables.items():
         assert Path(path).parent == Path(mounts[secret_volume]), name
         assert Path(path).name in secret["stringData"], f"{name}: no key {Path(path).name} in the Secret"
@@ -486,17 +512,49 @@ def test_kubernetes_objects_fit_together():
     assert not variables & SECRET_VARIABLES, "secrets are passed as *_FILE only"
 
 
-def test_replicas_share_the_api_budget():
+def test_the_configmap_holds_the_whole_api_budget_whatever_the_replica_count():
+    """With the database every relay draws on one budget: the ConfigMap carries the API's, not a share of it."""
     objects = kubernetes_objects()
     deployment = objects[("Deployment", "lead-relay")]
     config = objects[("ConfigMap", "lead-relay")]["data"]
-    replicas = deployment["spec"]["replicas"]
-    assert 1 <= replicas <= INPUT_TOPIC_PARTITIONS
-    assert replicas * int(config["LEAD_RELAY_RATE_LIMIT"]) <= API_RATE_LIMIT
-    assert replicas * int(config["LEAD_RELAY_MAX_IN_FLIGHT"]) <= API_MAX_IN_FLIGHT
-    assert int(config["LEAD_RELAY_RATE_WINDOW_MS"]) >= 200
-    # A surge pod would hold a budget share on top of the replicas' during a rollout.
-    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    assert 1 <= deployment["spec"]["replicas"] <= INPUT_TOPIC_PARTITIONS
+    assert int(config["LEAD_RELAY_MAX_IN_FLIGHT"]) == API_MAX_IN_FLIGHT
+    assert int(config["LEAD_RELAY_RATE_LIMIT"]) == API_RATE_LIMIT
+    assert int(config["LEAD_RELAY_RATE_WINDOW_MS"]) == API_RATE_WINDOW_MS
+    # A surge pod shares the budget, so a rollout may add one (and keeps every partition consumed meanwhile).
+    rolling = deployment["spec"]["strategy"]["rollingUpdate"]
+    assert rolling["maxSurge"] not in (0, "0", "0%")
+    assert rolling["maxUnavailable"] in (0, "0", "0%")
+
+
+def test_no_per_replica_budget_arithmetic_remains():
+    """Scaling is `kubectl scale` alone: no value and no comment divides the budget by the replica count."""
+    paths = sorted(KUBERNETES.iterdir()) + [DEPLOY / "README.md", COMPOSE]
+    for path in paths:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            assert not PER_REPLICA_ARITHMETIC.search(line), f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+
+
+def test_kubernetes_takes_the_database_url_from_the_secret():
+    objects = kubernetes_objects()
+    deployment = objects[("Deployment", "lead-relay")]
+    config = objects[("ConfigMap", "lead-relay")]["data"]
+    secret = objects[("Secret", "lead-relay-credentials")]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert "LEAD_RELAY_DATABASE_URL" not in env and "LEAD_RELAY_DATABASE_URL" not in config, \
+        "the URL carries the password: never as a plain value"
+    path = Path(env["LEAD_RELAY_DATABASE_URL_FILE"]["value"])
+    (mount,) = [m for m in container["volumeMounts"] if Path(m["mountPath"]) == path.parent]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    url = urllib.parse.urlsplit(secret["stringData"][path.name])
+    assert url.scheme == "postgres" and url.username and url.password and url.path.strip("/")
+    assert urllib.parse.parse_qs(url.query) == {"sslmode": ["verify-full"]}, "the example checks the certificate"
+    # The dedupe store is the database's: no per-pod SQLite file, so no volume for one.
+    assert "LEAD_RELAY_DEDUPE_DB" not in config
+    assert not any(Path(m["mountPath"]) == Path("/var/lib/lead-relay") for m in container["volumeMounts"])
 
 
 def test_network_policy_allows_only_what_the_relay_uses():
@@ -521,7 +579,9 @@ def test_network_policy_allows_only_what_the_relay_uses():
     assert all(rule.get("to") and rule.get("ports") for rule in egress), "every egress rule names peers and ports"
     allowed = set().union(*(ports(rule) for rule in egress))
     kafka_hosts = [server.rsplit(":", 1) for server in config["KAFKA_BOOTSTRAP_SERVERS"].split(",")]
-    expected = {(53, "UDP"), (53, "TCP"), (5432, "TCP")} | {(int(port), "TCP") for _, port in kafka_hosts}
+    database = urllib.parse.urlsplit(objects[("Secret", "lead-relay-credentials")]["stringData"]["database-url"])
+    expected = {(53, "UDP"), (53, "TCP"), (database.port or 5432, "TCP")} | {
+        (int(port), "TCP") for _, port in kafka_hosts}
     for variable in ("SEEKER_LEADS_BASE_URL", "SEEKER_LEADS_TOKEN_URL"):
         url = urllib.parse.urlsplit(config[variable])
         expected.add((url.port or {"https": 443, "http": 80}[url.scheme], "TCP"))
@@ -532,6 +592,11 @@ def test_network_policy_allows_only_what_the_relay_uses():
                   for rule in kafka_rules for peer in rule["to"]}
     # Service DNS names are <service>.<namespace>.svc: the policy must let the relay reach that namespace.
     assert {host.split(".")[1] for host, _ in kafka_hosts if host.endswith(".svc")} <= namespaces
+    database_rules = [rule for rule in egress if ports(rule) == {(database.port or 5432, "TCP")}]
+    database_namespaces = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                           for rule in database_rules for peer in rule["to"]}
+    if database.hostname.endswith(".svc"):
+        assert database.hostname.split(".")[1] in database_namespaces
 
 
 def checkov_executable():
@@ -572,7 +637,8 @@ def test_checkov_passes_on_the_rendered_manifests(tmp_path):
 def test_compose_services_reference_files_and_services_that_exist():
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
-    assert {"kafka", "kafka-init", "seeker-leads-sim", "lead-relay", "prometheus"} <= services.keys()
+    assert {"kafka", "kafka-init", "seeker-leads-sim", "postgres", "lead-relay-1", "lead-relay-2",
+            "prometheus"} <= services.keys()
     for name, service in services.items():
         if "build" in service:
             context = (COMPOSE.parent / service["build"]["context"]).resolve()
@@ -581,6 +647,8 @@ def test_compose_services_reference_files_and_services_that_exist():
             source = volume.split(":")[0]
             if source.startswith((".", "/")):
                 assert (COMPOSE.parent / source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in compose["volumes"], f"{name}: undeclared volume {source}"
         for dependency, condition in service.get("depends_on", {}).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
             if condition["condition"] == "service_healthy":
@@ -589,29 +657,86 @@ def test_compose_services_reference_files_and_services_that_exist():
             assert secret in compose["secrets"], f"{name}: unknown secret {secret}"
     for secret in compose["secrets"].values():
         assert (COMPOSE.parent / secret["file"]).is_file()
+    # No dead declarations: every declared volume and secret is used by a service.
+    used_volumes = {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])}
+    assert set(compose["volumes"]) <= used_volumes
+    assert set(compose["secrets"]) <= {x for s in services.values() for x in s.get("secrets", [])}
+    host_ports = [p.split(":")[0] for s in services.values() for p in s.get("ports", [])]
+    assert len(host_ports) == len(set(host_ports)), f"published host ports collide: {host_ports}"
 
 
 def test_compose_stack_is_wired_as_the_relay_expects():
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
-    relay = services["lead-relay"]
-    environment = relay["environment"]
-    unknown = {v for v in environment if v not in CONFIG_VARIABLES and not v.startswith("KAFKA_")}
-    assert not unknown, f"not relay variables: {unknown}"
-    assert environment["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    relays = relay_services(compose)
+    assert set(relays) == {"lead-relay-1", "lead-relay-2"}, "two relays share the database"
     simulator_port = services["seeker-leads-sim"]["command"][services["seeker-leads-sim"]["command"].index("--port") + 1]
-    assert environment["SEEKER_LEADS_BASE_URL"] == f"http://seeker-leads-sim:{simulator_port}"
-    secret_file = environment["SEEKER_LEADS_TOKEN_FILE"]
-    assert secret_file == "/run/secrets/" + relay["secrets"][0]
-    token = (COMPOSE.parent / compose["secrets"][relay["secrets"][0]]["file"]).read_bytes()
-    assert token == b"dev-token", "the simulator's static token, with no trailing newline"
+    for name, relay in relays.items():
+        environment = relay["environment"]
+        unknown = {v for v in environment if v not in CONFIG_VARIABLES and not v.startswith("KAFKA_")}
+        assert not unknown, f"{name}: not relay variables: {unknown}"
+        assert environment["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+        assert environment["SEEKER_LEADS_BASE_URL"] == f"http://seeker-leads-sim:{simulator_port}"
+        token = compose_secret_text(compose, container_secret_file(relay, "SEEKER_LEADS_TOKEN_FILE"))
+        assert token == "dev-token", "the simulator's static token, with no trailing newline"
+        assert int(relay["stop_grace_period"].rstrip("s")) > int(environment["LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS"])
+        (port,) = relay["ports"]
+        assert port.split(":")[1] == "8080"
+        # With the database the whole budget is each relay's (the defaults); a share would waste it.
+        for variable, whole in (("LEAD_RELAY_MAX_IN_FLIGHT", API_MAX_IN_FLIGHT),
+                                ("LEAD_RELAY_RATE_LIMIT", API_RATE_LIMIT),
+                                ("LEAD_RELAY_RATE_WINDOW_MS", API_RATE_WINDOW_MS)):
+            assert int(environment.get(variable, whole)) == whole, f"{name}: {variable}"
     init_script = services["kafka-init"]["command"][0]
     for topic in ("leads.submitted:6", "leads.results:6", "leads.dlq:1"):
         assert topic in init_script
-    assert int(relay["stop_grace_period"].rstrip("s")) > int(environment["LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS"])
+    assert set(relays) <= services["prometheus"]["depends_on"].keys()
     prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
-    assert targets == ["lead-relay:8080"] and prometheus["scrape_configs"][0]["job_name"] == "lead-relay"
+    (job,) = prometheus["scrape_configs"]
+    assert job["job_name"] == "lead-relay", "the job the alerts expect"
+    (static,) = job["static_configs"]
+    assert sorted(static["targets"]) == sorted(f"{name}:8080" for name in relays), "every relay is scraped"
+
+
+def test_compose_relays_share_one_postgres_through_a_secret_url():
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    postgres = services["postgres"]
+    assert postgres["image"] == "postgres:16"
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    (data,) = postgres["volumes"]
+    volume, mount_path = data.split(":")[:2]
+    assert volume in compose["volumes"] and mount_path == "/var/lib/postgresql/data", "a named volume for the data"
+    server = postgres["environment"]
+    assert "POSTGRES_PASSWORD" not in server, "the password comes from a secret file"
+    password = compose_secret_text(compose, container_secret_file(postgres, "POSTGRES_PASSWORD_FILE"))
+    assert password and not password.endswith("\n")
+    for name, relay in relay_services(compose).items():
+        assert relay["depends_on"]["postgres"] == {"condition": "service_healthy"}, name
+        environment = relay["environment"]
+        assert "LEAD_RELAY_DATABASE_URL" not in environment, f"{name}: the URL carries the password"
+        text = compose_secret_text(compose, container_secret_file(relay, "LEAD_RELAY_DATABASE_URL_FILE"))
+        assert not text.endswith("\n")
+        url = urllib.parse.urlsplit(text)
+        assert url.scheme == "postgres" and url.hostname == "postgres" and (url.port or 5432) == 5432
+        assert url.username == server["POSTGRES_USER"] and url.path == "/" + server["POSTGRES_DB"]
+        assert urllib.parse.unquote(url.password) == password, "the URL's password is the server's"
+        # The postgres image serves no TLS; require (the relay's default) would fail to connect.
+        assert urllib.parse.parse_qs(url.query) == {"sslmode": ["disable"]}
+        assert not relay.get("volumes"), f"{name}: with the database nothing needs a volume"
+
+
+def test_every_link_into_the_deploy_readme_names_a_section():
+    anchors = readme_anchors()
+    sources = [p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix in {".yaml", ".yml", ".env", ".md", ""}]
+    sources.append(REPO / "README.md")
+    for path in sources:
+        text = path.read_text(errors="replace")
+        for anchor in re.findall(r"deploy/README\.md#([a-z0-9-]+)", text):
+            assert anchor in anchors, f"{path.relative_to(REPO)}: no section #{anchor} in deploy/README.md"
+        if path.name == "README.md" and path.parent == DEPLOY:
+            for anchor in re.findall(r"\]\(#([a-z0-9-]+)\)", text):
+                assert anchor in anchors, f"deploy/README.md: no section #{anchor}"
 
 
 # ---------------------------------------------------------------- Dockerfile
