@@ -184,6 +184,7 @@ let package = Package(
                 "RelayPrimitives",
                 "SeekerLeads",
                 "SeekerLeadsSimulator",
+                "SharedState",
                 "TestSupport",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Hummingbird", package: "hummingbird"),

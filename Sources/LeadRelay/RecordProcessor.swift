@@ -4,6 +4,7 @@ import LeadEvents
 import Logging
 import RelayPrimitives
 import SeekerLeads
+import Synchronization
 
 /// Takes consumed records to their outcomes: decode, validate, dedupe, submit, publish.
 ///
@@ -122,62 +123,53 @@ struct RecordProcessor: Sendable {
     }
 
     /// Runs with the dedupe key held, so that no other record of this process with this key is between lookup and
-    /// record; the store's reservation keeps other relays' records of the key out as well.
+    /// record. Each attempt reserves the key in the store first (a claim, with a shared store), once it has its
+    /// place among the attempts: so a relay claims only the leads it is about to post, and another relay's record
+    /// of the key waits for that post's outcome instead of posting it too.
     private func resolve(_ event: LeadEvent, at position: RecordPosition, commitment: LeadCommitment) async
         -> RecordOutcome?
     {
         let body = event.request.canonicalJSON()
         let firstAttemptAt = Date()
         var attempts = 0
-        var reservation: LeadReservation?
+        let reservation = ReservationSlot()
         let gate = gates.attemptGate()
         var deadline = retryDeadline.map { ContinuousClock.now + $0 }
+        let liveness = reservationLiveness
         while true {
-            let renewing = reservation
-            switch await retryingStoreAccess({
-                try await dedupeStore.reserve(event.dedupeKey, for: position, renewing: renewing)
-            }) {
-            case nil:
-                return nil
-            case .submitted(let earlier)?:
-                guard commitment.commit() else { return nil }
-                return Self.outcome(of: event, at: position, earlier: earlier)
-            case .reserved(let reserved)?:
-                reservation = reserved
-            }
-            guard let held = reservation else { return nil }
-            let liveness = reservationLiveness
             let result: (outcome: SubmissionAttemptOutcome, attempts: Int)
             do {
                 result = try await submitter.submitLeadRetrying(
                     requestBody: body, traceparent: event.traceparent, deadline: deadline,
                     beforeAttempt: {
                         try await gate.waitForPermission()
-                        guard held.isLive(for: liveness.atAttempt) else {
-                            gate.withdraw()
-                            throw SubmissionWithdrawn()
-                        }
+                        try await reserve(event.dedupeKey, at: position, in: reservation, gate: gate)
                         guard commitment.commit() else {
                             gate.withdraw()
                             throw CancellationError()
                         }
                     },
-                    mayWrite: { held.isLive(for: liveness.atWrite) },
+                    mayWrite: { reservation.current?.isLive(for: liveness.atWrite) ?? false },
                     afterAttempt: { gate.observe($0) })
+            } catch let found as FoundSubmitted {
+                guard commitment.commit() else { return nil }
+                return Self.outcome(of: event, at: position, earlier: found.lead)
             } catch is SubmissionWithdrawn {
-                // The reservation would lapse while the request may last: renew it (or learn that another relay
-                // took the key over meanwhile) before the next attempt.
+                // Asked after the attempt's permission: it is given back, and the next attempt renews the
+                // reservation, or learns that another relay took the key over meanwhile.
+                gate.withdraw()
                 continue
             } catch {
                 // An abandoned lead was never sent: its key is free for the record's next owner at once. Its own
                 // task is cancelled, so another one tells the store.
-                if commitment.isAbandoned {
+                if commitment.isAbandoned, let held = reservation.current {
                     let store = dedupeStore
                     Task { try? await store.release(held) }
                 }
                 return nil
             }
             attempts += result.attempts
+            guard let held = reservation.current else { return nil }
             switch result.outcome {
             case .accepted(let requestId, let title, let httpStatus):
                 let lead = SubmittedLead(
@@ -200,8 +192,8 @@ struct RecordProcessor: Sendable {
                     deadline = retryDeadline.map { ContinuousClock.now + $0 }
                     continue
                 }
-                // Kept: a lead that may have reached the API stays reserved until its reservation lapses, so that
-                // no other relay posts a re-driven copy at once.
+                // Not released: the lead may have reached the API, so its key stays reserved until the reservation
+                // lapses, and a re-driven copy posted after that counts as in doubt.
                 return .deadLetter(
                     DeadLetter(
                         stage: .submit, reason: .retriesExhausted,
@@ -211,6 +203,36 @@ struct RecordProcessor: Sendable {
                 // A configuration fault, not the lead's: the gates hold everything until credentials work.
                 deadline = retryDeadline.map { ContinuousClock.now + $0 }
                 continue
+            }
+        }
+    }
+
+    /// Makes `slot` hold a reservation live for an attempt, with the attempt's permission held: renews the one it
+    /// holds when it would lapse too soon. Gives the permission back while another relay's record holds the key,
+    /// and when it throws: `FoundSubmitted` when the key turns out submitted.
+    private func reserve(
+        _ key: String, at position: RecordPosition, in slot: ReservationSlot, gate: SubmissionGates.AttemptGate
+    ) async throws {
+        while true {
+            let held = slot.current
+            if let held, held.isLive(for: reservationLiveness.atAttempt) { return }
+            let outcome = await retryingStoreAccess {
+                try await dedupeStore.reserve(key, for: position, renewing: held)
+            }
+            switch outcome {
+            case nil:
+                gate.withdraw()
+                throw CancellationError()
+            case .reserved(let reserved)?:
+                slot.current = reserved
+                return
+            case .submitted(let lead)?:
+                gate.withdraw()
+                throw FoundSubmitted(lead: lead)
+            case .heldElsewhere(let other)?:
+                gate.withdraw()
+                _ = await retryingStoreAccess { try await dedupeStore.waitUntilReleased(other) }
+                try await gate.waitForPermission()
             }
         }
     }
@@ -243,6 +265,21 @@ struct RecordProcessor: Sendable {
         }
         return nil
     }
+}
+
+/// The key's reservation for one record's attempts; written by an attempt's preparation, read at its write.
+private final class ReservationSlot: Sendable {
+    private let reservation = Mutex<LeadReservation?>(nil)
+
+    var current: LeadReservation? {
+        get { reservation.withLock { $0 } }
+        set { reservation.withLock { $0 = newValue } }
+    }
+}
+
+/// The key was found submitted when an attempt was about to reserve it: the record's outcome, with no post.
+private struct FoundSubmitted: Error {
+    var lead: SubmittedLead
 }
 
 extension KafkaConsumerRecord {

@@ -73,15 +73,19 @@ enum LeadReservationOutcome: Sendable, Equatable {
     case submitted(SubmittedLead)
     /// Post it under this reservation, then `recordSubmitted` or `release`.
     case reserved(LeadReservation)
+    /// Another record holds the key (another relay's): `waitUntilReleased`, then reserve again.
+    case heldElsewhere(HeldClaim)
 }
 
 /// The dedupe memory: the leads the API accepted within the TTL, by dedupe key, and the keys being posted.
 protocol SubmissionStore: Sendable {
     func submissions(forKeys keys: Set<String>, now: Date) async throws -> [String: SubmittedLead]
-    /// The key's submission, or a reservation to post it under for the record at `position`, once no other
-    /// record holds one (it may wait for that). Passing the reservation held before renews it.
+    /// The key's submission, a reservation to post it under for the record at `position`, or the reservation of
+    /// another record. Passing the reservation held before renews it.
     func reserve(_ key: String, for position: RecordPosition, renewing: LeadReservation?) async throws
         -> LeadReservationOutcome
+    /// Returns once `held` may have ended (it did, it lapsed, or a poll bound passed): reserve again to learn.
+    func waitUntilReleased(_ held: HeldClaim) async throws
     /// Records the lead the API accepted under `reservation`.
     func recordSubmitted(_ lead: SubmittedLead, under reservation: LeadReservation) async throws
     /// Gives the key up after a rejection, so that a re-driven copy of the lead may post it.
@@ -108,4 +112,6 @@ extension DedupeStore: SubmissionStore {
     }
 
     func release(_ reservation: LeadReservation) {}
+
+    func waitUntilReleased(_ held: HeldClaim) {}
 }

@@ -46,8 +46,6 @@ public struct RelayMetricsFactory: MetricsFactory {
         "lead_relay_shared_budget_grant_wait_seconds": "Time this relay waited for a grant of the shared budget.",
         "lead_relay_shared_budget_group_in_flight":
             "API requests outstanding in the whole group, as of this relay's last grant.",
-        "lead_relay_shared_budget_late_writes_total":
-            "Requests whose head was written after their grant's validity (the budget's margin absorbed it).",
         "lead_relay_claims_waited_total": "Times a lead waited for another relay's claim of its dedupe key to end.",
         "lead_relay_claims_taken_over_total": "Claims of a stopped relay taken over after they expired.",
         "lead_relay_in_doubt_total":

@@ -15,7 +15,6 @@ struct SharedStateMetrics: Sendable {
     let grants: Counter
     let grantWait: CoreMetrics.Timer
     let groupInFlight: Gauge
-    let lateWrites: Counter
     let claimsWaited: Counter
     let claimsTakenOver: Counter
     let inDoubtAfterTakeOver: Counter
@@ -24,7 +23,6 @@ struct SharedStateMetrics: Sendable {
         grants = Counter(label: "lead_relay_shared_budget_grants_total", factory: factory)
         grantWait = CoreMetrics.Timer(label: "lead_relay_shared_budget_grant_wait_seconds", factory: factory)
         groupInFlight = Gauge(label: "lead_relay_shared_budget_group_in_flight", factory: factory)
-        lateWrites = Counter(label: "lead_relay_shared_budget_late_writes_total", factory: factory)
         claimsWaited = Counter(label: "lead_relay_claims_waited_total", factory: factory)
         claimsTakenOver = Counter(label: "lead_relay_claims_taken_over_total", factory: factory)
         inDoubtAfterTakeOver = Counter(
@@ -53,27 +51,29 @@ struct SharedSubmissionStore: SubmissionStore {
     {
         let token = renewing?.claim?.token ?? ClaimToken()
         let record = InputRecord(topic: position.topic, partition: position.partition, offset: position.offset)
-        while true {
-            switch try await store.claim(key, owner: instance, inputRecord: record, claimTTL: claimTTL, token: token) {
-            case .claimed(let claim):
-                return .reserved(LeadReservation(dedupeKey: key, expiresBy: claim.expiresBy, claim: claim))
-            case .takenOver(let claim, let previousOwner, let previousRecord):
-                metrics.claimsTakenOver.increment()
-                metrics.inDoubtAfterTakeOver.increment()
-                logger.warning(
-                    "took over an expired claim: the lead is posted again and may reach the API twice",
-                    metadata: [
-                        "previous_owner": "\(previousOwner)", "previous_record": "\(previousRecord)",
-                        "record": "\(record)", "attempt": "\(claim.attempts)",
-                    ])
-                return .reserved(LeadReservation(dedupeKey: key, expiresBy: claim.expiresBy, claim: claim))
-            case .alreadySubmitted(let submission):
-                return .submitted(SubmittedLead(submission))
-            case .held(let held):
-                metrics.claimsWaited.increment()
-                try await store.waitForClaimToEnd(held)
-            }
+        switch try await store.claim(key, owner: instance, inputRecord: record, claimTTL: claimTTL, token: token) {
+        case .claimed(let claim):
+            return .reserved(LeadReservation(dedupeKey: key, expiresBy: claim.expiresBy, claim: claim))
+        case .takenOver(let claim, let previousOwner, let previousRecord):
+            metrics.claimsTakenOver.increment()
+            metrics.inDoubtAfterTakeOver.increment()
+            logger.warning(
+                "took over an expired claim: the lead is posted again and may reach the API twice",
+                metadata: [
+                    "previous_owner": "\(previousOwner)", "previous_record": "\(previousRecord)",
+                    "record": "\(record)", "attempt": "\(claim.attempts)",
+                ])
+            return .reserved(LeadReservation(dedupeKey: key, expiresBy: claim.expiresBy, claim: claim))
+        case .alreadySubmitted(let submission):
+            return .submitted(SubmittedLead(submission))
+        case .held(let held):
+            return .heldElsewhere(held)
         }
+    }
+
+    func waitUntilReleased(_ held: HeldClaim) async throws {
+        metrics.claimsWaited.increment()
+        try await store.waitForClaimToEnd(held)
     }
 
     func recordSubmitted(_ lead: SubmittedLead, under reservation: LeadReservation) async throws {
@@ -112,8 +112,9 @@ extension SubmittedLead {
 
 /// The API budget of every relay using the database with the same budget key, as the API client asks it.
 ///
-/// While the database fails, `acquire` waits (and retries) rather than throw: a lead then stays before its
-/// attempt, counted nowhere as an API failure. A `Retry-After` holds this relay's starts only; the others learn of
+/// Each start is reported to the database once its request head is written (`markStarted`), so that it counts where
+/// the API counts it. While the database fails, `acquire` waits (and retries) rather than throw: a lead then stays
+/// before its attempt, counted nowhere as an API failure. A `Retry-After` holds this relay's starts only; the others learn of
 /// the API's hold from their own answers.
 final class SharedRequestBudget: RequestBudget {
     private struct State {
@@ -168,8 +169,17 @@ final class SharedRequestBudget: RequestBudget {
     }
 
     func markStarted(_ permit: BudgetPermit, at instant: ContinuousClock.Instant) {
-        guard let grant = state.withLock({ $0.grants[permit.id] }), instant > grant.validUntil else { return }
-        metrics.lateWrites.increment()
+        guard let grant = state.withLock({ $0.grants[permit.id] }) else { return }
+        let budget = budget
+        let logger = logger
+        // Off the request's path; until the report lands the start counts in every window, which is only stricter.
+        Task {
+            do {
+                try await budget.markWritten(grant, at: instant)
+            } catch {
+                logger.debug("budget write report failed", metadata: ["error": "\(error)"])
+            }
+        }
     }
 
     func release(_ permit: BudgetPermit) {

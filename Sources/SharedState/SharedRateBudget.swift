@@ -8,46 +8,49 @@ import PostgresNIO
 /// ## How a grant is decided
 /// The database's clock is the one clock. A grant is one call of `lead_relay_budget_acquire`, which takes
 /// `pg_advisory_xact_lock(hashtext(budget key))`, so the grants of a budget are decided one after another, each
-/// seeing every grant and release committed before it (the function reads with a snapshot taken after the lock).
-/// It reads the budget's rows: starts within the counted window (`window + margin + grantValidity` back from the
-/// grant's instant `t`) and leases neither released nor expired. When both are under their limits it inserts the
-/// grant's row: its start at `t` and a lease until `t + leaseDuration`. `t` is the database's `clock_timestamp()`,
-/// or the budget's latest start if that is later (a clock set back on the database host).
+/// seeing every grant, write report and release committed before it (the function reads with a snapshot taken
+/// after the lock). It counts the budget's starts within the counted window (`window + margin` back from the
+/// grant's instant `t`) and its leases neither released nor expired; when both are under their limits, and the
+/// previous grant is a pacing step (`countedWindow / rateLimit`) back, it inserts the grant's row with a lease
+/// until `t + leaseDuration`. `t` is the database's `clock_timestamp()`, or the budget's latest grant if that is
+/// later (a clock set back on the database host).
+///
+/// ## Where a start counts
+/// At its write. The relay reports the instant its request head was written (`markWritten`), as the grant's `t`
+/// plus the time from sending the grant's query to the write on its own clock: since `t` came after the sending,
+/// that is at or after the real write. Until the report, the start counts at the instant its lease ends
+/// (released or expired), which is after any write it had: an unreported live grant counts in every window.
 ///
 /// ## Why no window holds more than `rateLimit` starts as the API counts them
-/// The caller takes the instant `s` on its monotonic clock before it sends the grant's query, and uses the grant
-/// only if it writes the request before `s + grantValidity` (`Grant.isValid`, checked just before the write).
-/// The grant's `t` lies between the query's sending and its answer, so the write `w` is within
-/// `[t, t + grantValidity]`; the request reaches the API within `[w + d, w + d + margin]` for the network delay `d`
-/// when `margin` bounds its jitter. Every arrival is thus within `[t + d, t + d + grantValidity + margin]` of its
-/// grant. If `rateLimit + 1` requests arrived within one API window of `window`, their grants' instants would lie
-/// within `window + margin + grantValidity` of each other; but the last of them, decided after the others had
-/// committed, counted `rateLimit` starts within that span and would not have been granted. Measuring the validity
-/// from the sending rather than from the answer also covers an answer delayed on its way back, and a relay paused
-/// (SIGSTOP) between grant and write finds its grant expired when it continues: it discards it, and the grant's
-/// start, which still counts, only makes the budget stricter.
+/// Let `margin` bound the jitter of the network delay `d`: a request written at `w` arrives within
+/// `[w + d, w + d + margin]`. Suppose `rateLimit + 1` requests arrived within one API window, and take the one
+/// granted last, at `t`; it was written after its grant's answer, so it arrived at `t + d` or later. Every other
+/// one was granted before it, and counted at an instant `e` at or after its write, so it arrived by
+/// `e + d + margin`. One counted at `e <= t - window - margin` arrived at least `window` before the last one, so
+/// not in its window; so all `rateLimit` others were counted (`e > t - countedWindow`), and the last grant would
+/// have been refused. Nothing in this depends on how long the relay took between grant and write: a relay paused
+/// there (SIGSTOP) that writes when it continues is counted where it wrote, or until its lease ended.
 ///
 /// ## Why no more than `maxInFlight` requests are outstanding
-/// A request is written within `grantValidity` of its grant and ends by the API request timeout after that, so
-/// before its lease expires when `leaseDuration` is at least the request timeout plus a margin (2 s suggested),
-/// and it is released after it ended. At every instant the outstanding requests are thus among the live leases,
-/// and a grant is given only while fewer than `maxInFlight` leases live. A relay SIGKILLed with requests out gives
-/// their capacity back when the leases expire: `leaseDuration` after their grants at most. (Not covered: an API
-/// that goes on serving a request longer than its lease after the relay that sent it stopped, paused or gone.)
+/// A request ends by the API request timeout after its write; when `leaseDuration` is at least that plus the time
+/// to the write plus a margin (the request timeout plus 2 s suggested), its lease outlasts it, and it is released
+/// after it ended. At every instant the outstanding requests are thus among the live leases, and a grant is given
+/// only while fewer than `maxInFlight` leases live. A relay SIGKILLed with requests out gives their capacity back
+/// when the leases expire: `leaseDuration` after their grants at most. (Not covered: a relay paused between grant
+/// and write for longer than its lease, or an API that serves a request longer than its lease.)
 ///
 /// ## Work conservation and cost
 /// A relay with leads uses whatever capacity the others leave: a refused grant says when the budget allows the
-/// next start at the earliest (the start in the way leaves the window, or the earliest lease expires), and the
-/// acquirer asks again then, or sooner when a release is notified (`lead_relay_budget`, listened to by `run()`),
-/// or after `pollInterval` at the latest. In a process only the first acquirer asks the database; the others queue
-/// behind it. The cost is 1 round trip for a grant given at once, 1 more per refusal, and 1 for the release.
-/// Rows that can no longer count are deleted by the next grant of the same budget, so a budget's rows stay about
-/// `rateLimit` plus the leases out.
+/// next start at the earliest (the start in the way leaves the window, the earliest lease expires, or the pacing
+/// step passes), and the acquirer asks again then, or sooner when a release or a write report is notified
+/// (`lead_relay_budget`, listened to by `run()`), or after `pollInterval` at the latest. In a process only the first
+/// acquirer asks the database; the others queue behind it. The cost is 1 round trip for a grant given at once, 1
+/// more per refusal, 1 for the write report and 1 for the release. Rows that can no longer count are deleted by the
+/// next grant of the same budget, so a budget's rows stay about `rateLimit` plus the leases out.
 ///
-/// The price of the bound is throughput: at most `rateLimit` starts per `window + margin + grantValidity`, so
-/// 10 per 205 ms (97.6% of the API's ceiling) with the defaults. A longer validity costs throughput for certain;
-/// a shorter one wastes the grants whose round trip and write take longer (each discarded grant's start counts).
-/// The database host's clock must not be stepped forward (slewing, as NTP does, is fine).
+/// The price of the bound is throughput: at most `rateLimit` starts per `window + margin`, so 10 per 205 ms
+/// (97.6% of the API's ceiling) with a 5 ms margin, less the time each start's report overstates its write (the
+/// grant's round trip). The database host's clock must not be stepped forward (slewing, as NTP does, is fine).
 public final class SharedRateBudget: Sendable {
     public struct Configuration: Sendable {
         /// Relays with the same database and key share one budget.
@@ -57,8 +60,9 @@ public final class SharedRateBudget: Sendable {
         public var window: Duration
         /// The jitter between a request's write and its arrival at the API.
         public var margin: Duration
-        /// How long after its query was sent a grant may be used. Longer than the database's round trip, or no
-        /// grant is ever usable: each is discarded (its start counted) and `acquire` asks again.
+        /// The longest a grant's query may take to be answered: a later answer is given back (its start counted),
+        /// and `acquire` asks again. A grant used late is still counted right; this only keeps a slow answer's
+        /// start from being counted long after its request went out.
         public var grantValidity: Duration
         /// How long a grant counts as in flight unless released: the API request timeout plus a margin.
         public var leaseDuration: Duration
@@ -71,7 +75,7 @@ public final class SharedRateBudget: Sendable {
 
         public init(
             budgetKey: String, maxInFlight: Int = 10, rateLimit: Int = 10, window: Duration = .milliseconds(200),
-            margin: Duration = .milliseconds(2), grantValidity: Duration = .milliseconds(3),
+            margin: Duration = .milliseconds(5), grantValidity: Duration = .milliseconds(100),
             leaseDuration: Duration = .seconds(12), pollInterval: Duration = .milliseconds(250),
             operationTimeout: Duration = .seconds(5), listenRetryDelay: Duration = .seconds(1)
         ) {
@@ -88,25 +92,27 @@ public final class SharedRateBudget: Sendable {
         }
 
         /// The span within which a grant counts the starts before it.
-        public var countedWindow: Duration { window + margin + grantValidity }
+        public var countedWindow: Duration { window + margin }
     }
 
-    /// One request start and its in-flight lease: write the request only while `isValid`, then `release` it
-    /// when the request is over (or at once, when it was not used).
+    /// One request start and its in-flight lease: report the request's write with `markWritten`, then `release`
+    /// it when the request is over (or at once, when it was not used).
     public struct Grant: Sendable, Equatable {
         public let id: UUID
+        /// When the grant's query was sent, on this process's monotonic clock.
+        public let askedAt: ContinuousClock.Instant
         /// The start's instant, by the database's clock.
         public let startedAt: Date
         /// When the lease ends unless released, by the database's clock.
         public let leaseExpiresAt: Date
-        /// The last instant, on this process's monotonic clock, at which the request may be written.
+        /// When its answer would have come too late, on this process's monotonic clock.
         public let validUntil: ContinuousClock.Instant
         /// How long `acquire` took.
         public let waited: Duration
         /// Requests in flight in the whole group when it was granted, this one included.
         public let inFlight: Int
 
-        /// Whether the request may still be written; check it as the last thing before the write.
+        /// Whether the answer came within the validity.
         public var isValid: Bool { ContinuousClock.now < validUntil }
     }
 
@@ -184,9 +190,17 @@ public final class SharedRateBudget: Sendable {
         }
         return .granted(
             Grant(
-                id: grantID, startedAt: startedAt, leaseExpiresAt: leaseExpiresAt,
+                id: grantID, askedAt: sentAt, startedAt: startedAt, leaseExpiresAt: leaseExpiresAt,
                 validUntil: sentAt + configuration.grantValidity, waited: ContinuousClock.now - arrival,
                 inFlight: Int(inFlight)))
+    }
+
+    /// Reports that the grant's request head was written at `instant` (this process's monotonic clock): the start
+    /// then counts there rather than in every window. Reporting twice keeps the first.
+    public func markWritten(_ grant: Grant, at instant: ContinuousClock.Instant) async throws {
+        _ = try await database.value(
+            "budget write report",
+            "SELECT lead_relay_budget_written(\(grant.id), \((instant - grant.askedAt).seconds))", as: Bool.self)
     }
 
     /// Ends the grant's lease; its start still counts in the window. Releasing twice is harmless.

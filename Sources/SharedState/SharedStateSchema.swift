@@ -29,7 +29,10 @@ public enum SharedStateSchema {
                 dedupeTable, dedupeSubmittedIndex, claimFunction, renewFunction,
                 recordSubmittedFunction, releaseFunction, budgetTable, budgetIndex, budgetAcquireFunction,
                 budgetReleaseFunction,
-            ])
+            ]),
+        Migration(
+            version: 2,
+            statements: [budgetWriteColumns, budgetAcquireFunctionCountingWrites, budgetWrittenFunction]),
     ]
 
     /// Creates or migrates the tables and functions of `SharedLeadStore` and `SharedRateBudget` (one schema for
@@ -317,6 +320,111 @@ public enum SharedStateSchema {
                 RETURNING budget_key INTO released_key;
             IF FOUND THEN
                 PERFORM pg_notify('lead_relay_budget', md5(released_key));
+            END IF;
+            RETURN FOUND;
+        END $$
+        """
+
+    // MARK: - Version 2: starts counted at their writes, grants paced
+
+    /// `written_at`: when the grant's request head was written, by the database's clock (an upper bound of it:
+    /// the grant's instant plus the time from sending the grant's query to the write, on the relay's clock).
+    /// `paced_at`: the instant the grant's pacing counts it at.
+    static let budgetWriteColumns = """
+        ALTER TABLE lead_relay_budget_grants ADD COLUMN written_at timestamptz, ADD COLUMN paced_at timestamptz
+        """
+
+    /// Version 1's decision, with each start counted at its write instead of its grant, and grants paced.
+    ///
+    /// A start counts in the window at `written_at` once its relay reported the write; before that, from its grant
+    /// until it is released or its lease expires, at that instant (`least(released_at, lease_expires_at)`), which
+    /// is at or after any write it had: so a grant used late (its relay paused or slow between grant and write)
+    /// still counts where its request went out. An unreported, live grant thus counts in every window, and the
+    /// report (one more round trip, off the request's path) gives the window its real instant back.
+    ///
+    /// Grants are also paced: one per `p_window_seconds / p_rate_limit` at most, counted from the previous grant's
+    /// due instant (`paced_at`, at most half a step before the grant) so that a late asker does not push every
+    /// later grant back. A burst of starts at once reaches the API in an order and at instants that vary by more
+    /// than a margin should have to cover.
+    static let budgetAcquireFunctionCountingWrites = """
+        CREATE OR REPLACE FUNCTION lead_relay_budget_acquire(p_key text, p_holder text, p_grant_id uuid,
+            p_max_in_flight integer, p_rate_limit integer, p_window_seconds double precision,
+            p_lease_seconds double precision)
+        RETURNS TABLE (granted boolean, started_at timestamptz, lease_expires_at timestamptz,
+            retry_after_seconds double precision, in_flight integer, starts_in_window integer)
+        LANGUAGE plpgsql VOLATILE AS $$
+        #variable_conflict use_column
+        DECLARE
+            t timestamptz;
+            window_length interval := p_window_seconds * interval '1 second';
+            step interval := p_window_seconds / p_rate_limit * interval '1 second';
+            starts integer;
+            leases integer;
+            blocking_start timestamptz;
+            earliest_expiry timestamptz;
+            last_paced timestamptz;
+            paced timestamptz;
+            wait_for_window double precision := 0;
+            wait_for_lease double precision := 0;
+            wait_for_pace double precision := 0;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(hashtext('lead_relay_budget:' || p_key));
+            SELECT greatest(clock_timestamp(), max(g.started_at)) INTO t
+                FROM lead_relay_budget_grants g WHERE g.budget_key = p_key;
+            DELETE FROM lead_relay_budget_grants g
+                WHERE g.budget_key = p_key
+                AND coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) <= t - window_length
+                AND (g.released_at IS NOT NULL OR g.lease_expires_at <= t);
+            SELECT count(*) INTO starts FROM lead_relay_budget_grants g
+                WHERE g.budget_key = p_key
+                AND coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) > t - window_length;
+            SELECT count(*), min(g.lease_expires_at) INTO leases, earliest_expiry FROM lead_relay_budget_grants g
+                WHERE g.budget_key = p_key AND g.released_at IS NULL AND g.lease_expires_at > t;
+            SELECT max(g.paced_at) INTO last_paced FROM lead_relay_budget_grants g WHERE g.budget_key = p_key;
+            IF starts < p_rate_limit AND leases < p_max_in_flight
+                AND (last_paced IS NULL OR t >= last_paced + step) THEN
+                paced := CASE WHEN last_paced IS NULL THEN t ELSE greatest(last_paced + step, t - step / 2) END;
+                INSERT INTO lead_relay_budget_grants (grant_id, budget_key, holder, started_at, lease_expires_at,
+                    paced_at)
+                    VALUES (p_grant_id, p_key, p_holder, t, t + p_lease_seconds * interval '1 second', paced);
+                RETURN QUERY SELECT true, t, t + p_lease_seconds * interval '1 second', NULL::double precision,
+                    leases + 1, starts + 1;
+                RETURN;
+            END IF;
+            IF starts >= p_rate_limit THEN
+                -- The start whose exit from the window leaves p_rate_limit - 1 in it.
+                SELECT coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) INTO blocking_start
+                    FROM lead_relay_budget_grants g
+                    WHERE g.budget_key = p_key
+                    AND coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) > t - window_length
+                    ORDER BY 1 OFFSET starts - p_rate_limit LIMIT 1;
+                wait_for_window := extract(epoch FROM blocking_start + window_length - t);
+            END IF;
+            IF leases >= p_max_in_flight THEN
+                wait_for_lease := extract(epoch FROM earliest_expiry - t);
+            END IF;
+            IF last_paced IS NOT NULL AND t < last_paced + step THEN
+                wait_for_pace := extract(epoch FROM last_paced + step - t);
+            END IF;
+            RETURN QUERY SELECT false, NULL::timestamptz, NULL::timestamptz,
+                greatest(wait_for_window, wait_for_lease, wait_for_pace), leases, starts;
+        END $$
+        """
+
+    /// Records the write of a grant's request, `p_seconds_after_grant` after its instant, and wakes the relays
+    /// waiting on the budget: an unreported grant counted in every window, this one now counts at its write.
+    static let budgetWrittenFunction = """
+        CREATE FUNCTION lead_relay_budget_written(p_grant_id uuid, p_seconds_after_grant double precision)
+        RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+            written_key text;
+        BEGIN
+            UPDATE lead_relay_budget_grants
+                SET written_at = started_at + greatest(p_seconds_after_grant, 0) * interval '1 second'
+                WHERE grant_id = p_grant_id AND written_at IS NULL
+                RETURNING budget_key INTO written_key;
+            IF FOUND THEN
+                PERFORM pg_notify('lead_relay_budget', md5(written_key));
             END IF;
             RETURN FOUND;
         END $$

@@ -45,7 +45,6 @@ func promtoolCheck(_ exposition: String, promtool: String) throws -> (status: In
         shared.grants.increment()
         shared.grantWait.recordMilliseconds(4)
         shared.groupInFlight.record(6)
-        shared.lateWrites.increment()
         shared.claimsWaited.increment()
         shared.claimsTakenOver.increment()
         shared.inDoubtAfterTakeOver.increment()

@@ -103,6 +103,61 @@ import Testing
         }
     }
 
+    /// A start whose write is not reported yet counts in every window (its relay may write it at any moment), and
+    /// once reported it counts at its write: the next start is granted at the report, not a window after the grant.
+    @Test func anUnreportedStartCountsInEveryWindowAndAReportedOneAtItsWrite() async throws {
+        let configuration = SharedRateBudget.Configuration(
+            budgetKey: uniqueName("budget"), maxInFlight: 10, rateLimit: 1, window: .milliseconds(100),
+            margin: .zero, leaseDuration: .seconds(3600), pollInterval: .seconds(3600))
+        try await PostgresServer.with { server in
+            try await withBudgets(2, of: server, configuration: configuration) { budgets in
+                try await Self.withDatabaseClock(of: server) { databaseNow in
+                    try await Self.reportedWriteLetsTheNextStartThrough(budgets, databaseNow: databaseNow)
+                }
+            }
+        }
+    }
+
+    static func withDatabaseClock(
+        of server: PostgresServer, _ body: (@Sendable () async throws -> Date) async throws -> Void
+    ) async throws {
+        try await withClients(1, of: server) { clients in
+            let client = clients[0]
+            try await body {
+                var now = Date.distantPast
+                for try await value in try await client.query("SELECT clock_timestamp()").decode(Date.self) {
+                    now = value
+                }
+                return now
+            }
+        }
+    }
+
+    static func reportedWriteLetsTheNextStartThrough(
+        _ budgets: [SharedRateBudget], databaseNow: @Sendable () async throws -> Date
+    ) async throws {
+        let first = try await budgets[0].acquire()
+        let secondGranted = Locked(false)
+        async let second = within(.seconds(30), "the second start to be granted after the report") {
+            let grant = try await budgets[1].acquire()
+            secondGranted.withLock { $0 = true }
+            return grant
+        }
+        try await waitUntil("relay-1 to be refused and wait") { budgets[1].waitingAcquirers == 1 }
+        // Well past a window after the first grant, by the database's clock: counted at its grant, the
+        // first start would have let the second through by now.
+        try await waitUntil("a window and more to pass since the first grant") {
+            try await databaseNow() > first.startedAt.addingTimeInterval(0.4)
+        }
+        #expect(!secondGranted.withLock { $0 })
+        let reportedAt = try await databaseNow()
+        try await budgets[0].markWritten(first, at: first.askedAt)
+        let granted = try await second
+        #expect(granted.startedAt >= reportedAt)
+        try await budgets[0].release(first)
+        try await budgets[1].release(granted)
+    }
+
     @Test func aCancelledAcquirerLeavesTheQueueAndTheNextOneIsServed() async throws {
         let configuration = Self.inFlightBound(maxInFlight: 1, leaseDuration: .seconds(3600))
         try await PostgresServer.with { server in

@@ -6,6 +6,7 @@ import Prometheus
 import RelayPrimitives
 import SeekerLeads
 import ServiceLifecycle
+import SharedState
 import Synchronization
 import TestSupport
 
@@ -283,6 +284,8 @@ final class InMemorySubmissionStore: SubmissionStore {
     }
 
     func release(_ reservation: LeadReservation) async throws {}
+
+    func waitUntilReleased(_ held: HeldClaim) async throws {}
 
     func purgeExpired(now: Date) async throws -> Int { 0 }
 
