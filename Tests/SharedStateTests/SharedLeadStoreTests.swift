@@ -1,8 +1,9 @@
 import Foundation
 import PostgresNIO
-@testable import SharedState
 import TestSupport
 import Testing
+
+@testable import SharedState
 
 @Suite struct SharedLeadStoreTests {
     static func record(_ offset: Int64, partition: Int32 = 0) -> InputRecord {
