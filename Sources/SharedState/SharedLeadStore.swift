@@ -67,6 +67,13 @@ public struct HeldClaim: Sendable, Equatable {
     public var inputRecord: InputRecord
     /// How long the claim had left when the database answered; it may be renewed.
     public var remaining: Duration
+
+    public init(dedupeKey: String, owner: String, inputRecord: InputRecord, remaining: Duration) {
+        self.dedupeKey = dedupeKey
+        self.owner = owner
+        self.inputRecord = inputRecord
+        self.remaining = remaining
+    }
 }
 
 /// The answer to `SharedLeadStore.claim`.

@@ -68,6 +68,37 @@ import Testing
         #expect((resultOffsets + deadLetterOffsets).sorted() == Array(0..<80))
     }
 
+    /// Another relay is posting the same lead (a re-send under another Kafka key): this relay gives its attempt slot
+    /// back, so other leads go on (one slot only here), waits for that claim's outcome, and yields DUPLICATE.
+    @Test func aLeadAnotherRelayIsPostingWaitsForItsOutcomeWithoutHoldingASlot() async throws {
+        let leads = Self.distinctLeads(3, namespace: "held")
+        let records = InProcessRelay.records(leads)
+        let key = try #require(
+            try? LeadEventDecoder().decode(key: leads[0].key, value: leads[0].value, headers: []).get()
+        ).dedupeKey
+        let store = InMemorySubmissionStore()
+        store.holdElsewhere(key)
+        let relay = InProcessRelay(store: store, maxInFlight: 1)
+        try await relay.run {
+            relay.consumer.assign([Self.p0])
+            relay.consumer.deliver(records)
+            try await waitUntil("the other two leads posted while the first waits") {
+                relay.submitter.received.count == 2 && store.waitsForOtherRelays == 1
+            }
+            #expect(relay.consumer.committed[Self.p0] == nil)
+            store.finishElsewhere(
+                SubmittedLead(
+                    dedupeKey: key, requestId: "posted-by-another-relay", title: "Lead", submittedAt: Date(),
+                    httpStatus: 201, attempts: 1, firstAttemptAt: Date(),
+                    inputRecord: RecordPosition(topic: InProcessRelay.inputTopic, partition: 9, offset: 0)))
+            try await waitUntil("every offset committed") { relay.consumer.committed[Self.p0] == 3 }
+        }
+        #expect(relay.submitter.received.sorted() == leads[1...].compactMap(\.classifiedID).sorted())
+        let first = try #require(Self.results(relay).first { ($0["input"] as? [String: Any])?["offset"] as? Int == 0 })
+        #expect(first["status"] as? String == "DUPLICATE")
+        #expect(first["requestId"] as? String == "posted-by-another-relay")
+    }
+
     @Test func aLeadTheStoreAlreadyHoldsIsNotPostedAgain() async throws {
         let lead = Self.distinctLeads(1, namespace: "stored")[0]
         let records = InProcessRelay.records([lead, lead])

@@ -267,6 +267,26 @@ final class ScriptedSubmitter: LeadSubmitter {
 /// The dedupe memory in a dictionary.
 final class InMemorySubmissionStore: SubmissionStore {
     private let leads = Mutex<[String: SubmittedLead]>([:])
+    /// Keys another relay holds, and the waits for them to end.
+    private let heldElsewhere = Mutex<(keys: Set<String>, waiters: [CheckedContinuation<Void, Never>])>(([], []))
+
+    /// Until `finishElsewhere`, `key` is another relay's: reserving it finds it held.
+    func holdElsewhere(_ key: String) {
+        heldElsewhere.withLock { _ = $0.keys.insert(key) }
+    }
+
+    /// The other relay's claim of the lead's key ends with its submission.
+    func finishElsewhere(_ lead: SubmittedLead) {
+        leads.withLock { $0[lead.dedupeKey] = lead }
+        let waiters = heldElsewhere.withLock { held in
+            held.keys.remove(lead.dedupeKey)
+            defer { held.waiters = [] }
+            return held.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    var waitsForOtherRelays: Int { heldElsewhere.withLock { $0.waiters.count } }
 
     func submissions(forKeys keys: Set<String>, now: Date) async throws -> [String: SubmittedLead] {
         leads.withLock { leads in leads.filter { keys.contains($0.key) } }
@@ -275,6 +295,12 @@ final class InMemorySubmissionStore: SubmissionStore {
     func reserve(_ key: String, for position: RecordPosition, renewing: LeadReservation?) async throws
         -> LeadReservationOutcome
     {
+        if heldElsewhere.withLock({ $0.keys.contains(key) }) {
+            return .heldElsewhere(
+                HeldClaim(
+                    dedupeKey: key, owner: "another-relay",
+                    inputRecord: InputRecord(topic: position.topic, partition: 9, offset: 0), remaining: .seconds(5)))
+        }
         if let earlier = leads.withLock({ $0[key] }) { return .submitted(earlier) }
         return .reserved(LeadReservation(dedupeKey: key, expiresBy: nil, claim: nil))
     }
@@ -285,7 +311,16 @@ final class InMemorySubmissionStore: SubmissionStore {
 
     func release(_ reservation: LeadReservation) async throws {}
 
-    func waitUntilReleased(_ held: HeldClaim) async throws {}
+    func waitUntilReleased(_ held: HeldClaim) async throws {
+        await withCheckedContinuation { waiter in
+            let stillHeld = heldElsewhere.withLock { state in
+                guard state.keys.contains(held.dedupeKey) else { return false }
+                state.waiters.append(waiter)
+                return true
+            }
+            if !stillHeld { waiter.resume() }
+        }
+    }
 
     func purgeExpired(now: Date) async throws -> Int { 0 }
 
