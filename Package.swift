@@ -90,6 +90,8 @@ let package = Package(
         .target(
             name: "SharedState",
             dependencies: [
+                // withTimeout, a bound that does not wait for an operation ignoring its cancellation.
+                "RelayPrimitives",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

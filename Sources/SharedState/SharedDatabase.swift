@@ -1,6 +1,7 @@
 import Logging
 import Metrics
 import PostgresNIO
+import RelayPrimitives
 
 /// What the store and the budget share: the client, the logger, and the bound of every operation.
 struct SharedDatabase: Sendable {
@@ -24,29 +25,29 @@ struct SharedDatabase: Sendable {
     }
 
     /// `body`'s result within `timeout`, or a `SharedStateError` naming `name` (what `body` threw, classified).
+    /// The bound holds even when `body` does not answer its cancellation (a request postgres-nio's pool keeps
+    /// waiting for a connection to a server that went away): it runs in a task of its own, cancelled once the
+    /// bound or the caller's cancellation ended the wait, and left to finish in the background.
     static func bounded<Result: Sendable>(
         _ name: String, timeout: Duration, _ body: @escaping @Sendable () async throws -> Result
     ) async throws -> Result {
+        let work = Task { try await body() }
+        let result: Result?
         do {
-            return try await withThrowingTaskGroup(of: Result?.self) { group in
-                group.addTask { try await body() }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let result = first else {
-                    throw SharedStateError(
-                        kind: .timedOut, operation: name,
-                        reason: "no answer within \(timeout) (the database is unreachable, or too slow)")
-                }
-                return result
-            }
+            result = try await withTimeout(timeout) { try await work.value }
         } catch {
             // A cancelled caller gets the cancellation, not what postgres-nio made of it.
             if error is CancellationError || Task.isCancelled { throw CancellationError() }
             throw SharedStateError(operation: name, cause: error)
         }
+        guard let result else {
+            work.cancel()
+            if Task.isCancelled { throw CancellationError() }
+            throw SharedStateError(
+                kind: .timedOut, operation: name,
+                reason: "no answer within \(timeout) (the database is unreachable, or too slow)")
+        }
+        return result
     }
 
     /// The first column of the first row of `query`'s answer, nil when it has no row.

@@ -1,9 +1,9 @@
 import Synchronization
 
 /// Returns `operation`'s result, or nil when `timeout` passes or the task is cancelled first. The operation is left
-/// running past that: this bounds waits on blocking librdkafka calls, which cannot be cancelled (a task group would
-/// wait for them).
-func withTimeout<Result: Sendable>(
+/// running past that, not cancelled: this bounds waits on blocking librdkafka calls, which cannot be cancelled, and
+/// on a database client that may not answer a cancellation (a task group would wait for either).
+public func withTimeout<Result: Sendable>(
     _ timeout: Duration, _ operation: @escaping @Sendable () async throws -> Result
 ) async throws -> Result? {
     let pending = Mutex<CheckedContinuation<Result?, any Error>?>(nil)
@@ -13,6 +13,8 @@ func withTimeout<Result: Sendable>(
             return pending
         }?.resume(with: result)
     }
+    let timer = Mutex<Task<Void, Never>?>(nil)
+    defer { timer.withLock { $0?.cancel() } }
     return try await withTaskCancellationHandler {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Result?, any Error>) in
             pending.withLock { $0 = continuation }
@@ -20,9 +22,11 @@ func withTimeout<Result: Sendable>(
             Task {
                 do { resume(.success(try await operation())) } catch { resume(.failure(error)) }
             }
-            Task {
-                try? await Task.sleep(for: timeout)
-                resume(.success(nil))
+            timer.withLock {
+                $0 = Task {
+                    try? await Task.sleep(for: timeout)
+                    resume(.success(nil))
+                }
             }
         }
     } onCancel: {

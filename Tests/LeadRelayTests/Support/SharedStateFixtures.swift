@@ -1,0 +1,505 @@
+import Foundation
+import Kafka
+import LeadRelayDemo
+import SeekerLeadsSimulator
+import TestSupport
+import Testing
+
+/// The topics of the shared-state tests: the relay's default names, with a 12-partition input so that three or
+/// four relays each hold several partitions. The results and dead-letter topics keep the partitions
+/// `Topics.partitions` gives them, so `TopicTail.recordsBeforeEndMarkers` works on them unchanged.
+enum SharedTopics {
+    static let inputPartitions: Int32 = 12
+    static let all: [String: Int32] = [
+        Topics.input: inputPartitions, Topics.results: Topics.partitions[Topics.results] ?? 6,
+        Topics.deadLetters: Topics.partitions[Topics.deadLetters] ?? 1,
+    ]
+}
+
+/// `lead-relay kafka-dev` with `SharedTopics`.
+final class SharedKafkaDev: Sendable {
+    let process: ChildProcess
+    let bootstrapServers: String
+
+    init(scratch: ScratchDirectory) async throws {
+        let topics = SharedTopics.all.flatMap { ["--topic", "\($0.key):\($0.value)"] }
+        process = try ChildProcess(
+            product: "lead-relay", arguments: ["kafka-dev", "--brokers", "1"] + topics, logDirectory: scratch.url)
+        bootstrapServers = try await process.announcedValue("KAFKA_BOOTSTRAP_SERVERS")
+    }
+}
+
+/// One test's world: a real PostgreSQL, kafka-dev with a 12-partition input, the simulator, a producer and a tail
+/// of the results and dead-letter topics that reads from the test's start. Each test has its own.
+final class SharedWorld: Sendable {
+    let scratch: ScratchDirectory
+    let database: PostgresServer
+    let kafka: SharedKafkaDev
+    let simulator: SimulatorProcess
+    let producer: TestProducer
+    let tail: TopicTail
+    let groupID = uniqueName("relay")
+
+    /// Runs `body` in a world of its own; every server and process is stopped when it returns or throws (the
+    /// relays `body` started end with their last reference, PostgreSQL in `PostgresServer.with`).
+    static func with(simulatorArguments: [String] = [], _ body: (SharedWorld) async throws -> Void) async throws {
+        try await PostgresServer.with { database in
+            let scratch = try ScratchDirectory()
+            let kafka = try await SharedKafkaDev(scratch: scratch)
+            let simulator = try await SimulatorProcess(scratch: scratch, arguments: simulatorArguments)
+            let producer = try TestProducer(bootstrapServers: kafka.bootstrapServers)
+            let tail = try TopicTail(
+                topics: [Topics.results, Topics.deadLetters], bootstrapServers: kafka.bootstrapServers)
+            let world = SharedWorld(
+                scratch: scratch, database: database, kafka: kafka, simulator: simulator, producer: producer,
+                tail: tail)
+            do {
+                try await body(world)
+            } catch {
+                await world.close()
+                throw error
+            }
+            await world.close()
+        }
+    }
+
+    private init(
+        scratch: ScratchDirectory, database: PostgresServer, kafka: SharedKafkaDev, simulator: SimulatorProcess,
+        producer: TestProducer, tail: TopicTail
+    ) {
+        self.scratch = scratch
+        self.database = database
+        self.kafka = kafka
+        self.simulator = simulator
+        self.producer = producer
+        self.tail = tail
+    }
+
+    private func close() async {
+        await tail.close()
+        await producer.close()
+    }
+
+    /// The environment of relay `name`: the end-to-end defaults, this world's database and group, a dedupe file
+    /// of its own in `directory` (the world's scratch directory unless given), then `changes`.
+    func relayEnvironment(
+        _ name: String, in directory: ScratchDirectory? = nil, _ changes: [String: String] = [:]
+    ) -> [String: String] {
+        var environment = RelayEnvironment(
+            kafka: kafka.bootstrapServers, simulator: simulator, groupID: groupID,
+            dedupeDatabase: (directory ?? scratch).path("\(name).sqlite"))
+        environment["LEAD_RELAY_DATABASE_URL"] = database.url
+        return environment.variables.merging(changes) { _, new in new }
+    }
+
+    func startRelay(
+        _ name: String, in directory: ScratchDirectory? = nil, _ changes: [String: String] = [:]
+    ) async throws -> RelayProcess {
+        try await RelayProcess(environment: relayEnvironment(name, in: directory, changes), scratch: scratch)
+    }
+
+    /// Starts `count` relays at once and waits until the group is stable: every relay ready, and the input's
+    /// partitions shared among them with each held by exactly one (by their lag series, which a relay drops for
+    /// a partition taken away at its next lag report). Records produced from then on are read once, unless a
+    /// relay leaves or is stopped for longer than its session.
+    func startStableGroup(_ count: Int, _ changes: [String: String] = [:]) async throws -> [RelayProcess] {
+        let relays = try await withThrowingTaskGroup(of: (Int, RelayProcess).self) { group in
+            for index in 0..<count {
+                group.addTask { (index, try await self.startRelay("relay-\(index)", changes)) }
+            }
+            var started: [Int: RelayProcess] = [:]
+            for try await (index, relay) in group { started[index] = relay }
+            return (0..<count).compactMap { started[$0] }
+        }
+        try await waitForStableGroup(relays)
+        return relays
+    }
+
+    func waitForStableGroup(_ relays: [RelayProcess]) async throws {
+        try await waitUntil(
+            "a stable group of \(relays.count) relays", timeout: .seconds(120), every: .milliseconds(200)
+        ) {
+            var holders: [Int32: Int] = [:]
+            for relay in relays {
+                guard (try? await relay.get("/health/ready").status) == 200 else { return false }
+                guard let partitions = try? await relay.inputPartitions() else { return false }
+                for partition in partitions { holders[partition, default: 0] += 1 }
+            }
+            return holders.count == Int(SharedTopics.inputPartitions) && holders.values.allSatisfy { $0 == 1 }
+        }
+    }
+
+    /// Waits until the results and dead letters written so far name every record of `produced`. When they do
+    /// not in time, the failure says which records lack one and what `relays` report.
+    func waitForAnOutcomeOfEach(
+        _ produced: [ProducedSample], relays: [RelayProcess] = [], timeout: Duration = .seconds(180)
+    ) async throws {
+        do {
+            try await waitForAnOutcomeOfEachOnce(produced, timeout: timeout)
+        } catch let error as TimedOut {
+            Issue.record("\(error)\n\(await diagnosis(produced, relays: relays))")
+            throw error
+        }
+    }
+
+    /// The records of `produced` without an outcome, by partition, and each relay's state. With
+    /// `LEAD_RELAY_E2E_KEEP_LOGS=<directory>` in the test's environment, the processes' logs are copied there.
+    func diagnosis(_ produced: [ProducedSample], relays: [RelayProcess]) async -> String {
+        let answered = Set(outcomePositionsSoFar())
+        let missing = produced.filter { !answered.contains(InputPosition($0.partition, $0.offset)) }
+        var lines = ["\(missing.count) of \(produced.count) records without an outcome:"]
+        for (partition, records) in Dictionary(grouping: missing, by: \.partition).sorted(by: { $0.key < $1.key }) {
+            let offsets = records.map(\.offset).sorted()
+            lines.append("  partition \(partition): \(offsets.count) records, offsets \(offsets.prefix(8))...")
+        }
+        if let keepLogs = ProcessInfo.processInfo.environment["LEAD_RELAY_E2E_KEEP_LOGS"] {
+            try? FileManager.default.createDirectory(atPath: keepLogs, withIntermediateDirectories: true)
+            for file in (try? FileManager.default.contentsOfDirectory(atPath: scratch.url.path)) ?? [] {
+                try? FileManager.default.copyItem(atPath: scratch.path(file), toPath: keepLogs + "/" + file)
+            }
+        }
+        for (index, relay) in relays.enumerated() {
+            let name = URL(fileURLWithPath: relay.process.stderrPath).lastPathComponent
+            guard relay.process.isRunning else {
+                lines.append("relay \(index) (\(name)): not running")
+                continue
+            }
+            let metrics = try? await relay.metrics()
+            let readiness = try? await relay.get("/health/ready")
+            let figures = [
+                "lead_relay_records_consumed_total", "lead_relay_outcomes_total", "lead_relay_in_process_records",
+                "lead_relay_api_in_flight", "lead_relay_shared_budget_grants_total", "lead_relay_claims_waited_total",
+                "lead_relay_claims_taken_over_total",
+            ].map { "\($0)=\(metrics?.value($0) ?? -1)" }
+            lines.append("relay \(index) (\(name)): \(figures.joined(separator: " "))")
+            lines.append("  partitions \((try? await relay.inputPartitions())?.sorted() ?? [])")
+            lines.append("  ready: \(readiness?.status ?? 0) \(readiness?.body ?? "")")
+            let warnings = relay.process.stderr.split(separator: "\n").filter {
+                $0.contains("\"warning\"") || $0.contains("\"error\"")
+            }
+            lines.append(
+                "  \(warnings.count) warnings and errors; the last: \(warnings.suffix(5).joined(separator: "\n  "))")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    private func waitForAnOutcomeOfEachOnce(_ produced: [ProducedSample], timeout: Duration) async throws {
+        let expected = Set(produced.map { InputPosition($0.partition, $0.offset) })
+        try await waitUntil(
+            "an outcome for each of \(produced.count) records", timeout: timeout, every: .milliseconds(250)
+        ) {
+            expected.isSubset(of: Set(outcomePositionsSoFar()))
+        }
+    }
+
+    /// Waits until the results and dead letters written so far name at least `count` distinct records.
+    func waitForOutcomes(atLeast count: Int, timeout: Duration = .seconds(120)) async throws {
+        try await waitUntil("outcomes of \(count) records", timeout: timeout, every: .milliseconds(100)) {
+            Set(outcomePositionsSoFar()).count >= count
+        }
+    }
+
+    /// The input records named by the results and dead letters read so far, once per outcome.
+    func outcomePositionsSoFar() -> [InputPosition] {
+        tail.records.compactMap { record in
+            if record.topic == Topics.results, !EndMarker.isMarker(record) {
+                return SharedOutcome(result: record)?.position
+            }
+            if record.topic == Topics.deadLetters, !EndMarker.isMarker(record) {
+                return SharedOutcome(deadLetter: record)?.position
+            }
+            return nil
+        }
+    }
+
+    /// Every outcome written, once the relays are done: results and dead letters before end markers produced now.
+    func writtenOutcomes() async throws -> [SharedOutcome] {
+        let written = try await tail.recordsBeforeEndMarkers(
+            of: [Topics.results, Topics.deadLetters], producer: producer)
+        var outcomes: [SharedOutcome] = []
+        for record in written[Topics.results, default: []] {
+            guard let outcome = SharedOutcome(result: record) else {
+                Issue.record("a result that is not a JSON object with an input position")
+                continue
+            }
+            outcomes.append(outcome)
+        }
+        for record in written[Topics.deadLetters, default: []] {
+            outcomes.append(SharedOutcome(deadLetter: record) ?? SharedOutcome(kind: .deadLettered))
+        }
+        return outcomes
+    }
+
+    /// Produces markers to each input partition after the relays have left, and joins their group: the partitions
+    /// whose first record read was not the marker, so the group had not committed them to their end.
+    func inputPartitionsNotCommittedToEnd() async throws -> [Int32] {
+        var markers: [Int32: Int64] = [:]
+        for partition in 0..<SharedTopics.inputPartitions {
+            let report = try await producer.producer.send(
+                topic: Topics.input, partition: partition, key: EndMarker.key, value: EndMarker.key)
+            markers[partition] = report.offset
+        }
+        let consumer = try KafkaConsumer(
+            configuration: KafkaConfiguration(properties: [
+                "bootstrap.servers": kafka.bootstrapServers, "session.timeout.ms": "6000",
+                "heartbeat.interval.ms": "500", "partition.assignment.strategy": "roundrobin",
+            ]),
+            groupID: groupID, logger: endToEndLogger)
+        try consumer.subscribe(topics: [Topics.input])
+        let firstOffsets = Locked<[Int32: Int64]>([:])
+        let reader = Task {
+            for await event in consumer.events {
+                switch event {
+                case .records(let records):
+                    firstOffsets.withLock { offsets in
+                        for record in records where offsets[record.partition] == nil {
+                            offsets[record.partition] = record.offset
+                        }
+                    }
+                case .partitionsAssigned: break
+                case .partitionsRevoked(_, let revocation, _): revocation.acknowledge()
+                }
+            }
+        }
+        defer { reader.cancel() }
+        try await waitUntil("a first record of every input partition", timeout: .seconds(90)) {
+            firstOffsets.value.count == markers.count
+        }
+        _ = try? await consumer.close()
+        let first = firstOffsets.value
+        return markers.keys.sorted().filter { first[$0] != markers[$0] }
+    }
+}
+
+extension RelayProcess {
+    /// The input partitions this relay holds, by its lag series.
+    func inputPartitions() async throws -> Set<Int32> {
+        Set(
+            try await metrics().series(named: "lead_relay_consumer_lag")
+                .filter { $0.labels["topic"] == Topics.input }
+                .compactMap { $0.labels["partition"].flatMap { Int32($0) } })
+    }
+
+    /// `/health/ready`'s status and its checks (name → "pass" or "fail").
+    func readiness() async throws -> (status: Int, checks: [String: String]) {
+        let answer = try await get("/health/ready")
+        let checks = jsonObject(Array(answer.body.utf8))?["checks"] as? [String: String] ?? [:]
+        return (answer.status, checks)
+    }
+}
+
+/// One record written to the results or the dead-letter topic, with the input record it answers.
+struct SharedOutcome {
+    enum Kind: Equatable {
+        case submitted, duplicate, deadLettered
+        case other(String)
+    }
+
+    var kind: Kind
+    var position: InputPosition?
+    var classifiedID: String?
+    var requestID: String?
+
+    init?(result: KafkaConsumerRecord) {
+        guard let value = jsonObject(result.value), let input = value["input"] as? [String: Any],
+            let partition = input["partition"] as? Int, let offset = input["offset"] as? Int
+        else { return nil }
+        switch value["status"] as? String {
+        case "SUBMITTED": kind = .submitted
+        case "DUPLICATE": kind = .duplicate
+        case let status: kind = .other(status ?? "none")
+        }
+        position = InputPosition(Int32(partition), Int64(offset))
+        classifiedID = value["classifiedId"] as? String
+        requestID = value["requestId"] as? String
+    }
+
+    init?(deadLetter: KafkaConsumerRecord) {
+        func header(_ name: String) -> String? {
+            deadLetter.headers.first { $0.key == name }?.value.map { String(decoding: $0, as: UTF8.self) }
+        }
+        guard let partition = header("lead-relay.source.partition").flatMap({ Int32($0) }),
+            let offset = header("lead-relay.source.offset").flatMap({ Int64($0) })
+        else { return nil }
+        kind = .deadLettered
+        position = InputPosition(partition, offset)
+    }
+
+    init(kind: Kind) {
+        self.kind = kind
+    }
+}
+
+/// A backlog of valid leads of which every fifth record re-sends an earlier lead of the backlog (same value and
+/// headers, so the same dedupe key) under a Kafka key of its own, so on another partition most of the time. The
+/// lead re-sent is drawn from all the earlier ones: some far back (long submitted), some just before (probably
+/// still in flight on another relay, whose claim the re-send meets).
+struct SharedBacklog {
+    /// In the order produced.
+    var records: [SampleLeads.Record]
+    /// The distinct leads, each once.
+    var uniqueLeads: [SampleLeads.Record]
+
+    var resendCount: Int { records.count - uniqueLeads.count }
+
+    init(count: Int, namespace: String, seed: UInt64) {
+        var random = SeededRandom(seed: seed)
+        var records: [SampleLeads.Record] = []
+        var unique: [SampleLeads.Record] = []
+        for position in 0..<count {
+            if position % 5 == 4 {
+                var resend = unique[Int(random.next() % UInt64(unique.count))]
+                resend.key = Array("resend-\(position)-\(resend.classifiedID ?? "")".utf8)
+                resend.expectation = .duplicate
+                records.append(resend)
+            } else {
+                let lead = SampleLeads.valid(
+                    index: unique.count, shape: SampleLeads.Shape.allCases[unique.count % 3], namespace: namespace,
+                    seed: seed)
+                unique.append(lead)
+                records.append(lead)
+            }
+        }
+        self.records = records
+        uniqueLeads = unique
+    }
+}
+
+/// SplitMix64, for reproducible backlogs.
+struct SeededRandom: RandomNumberGenerator {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var value = state
+        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
+        return value ^ (value >> 31)
+    }
+}
+
+/// What the outcomes of a backlog say, once checked by `expectOutcomes`.
+struct OutcomeSummary {
+    /// Leads (classifiedId) with SUBMITTED results under more than one requestId: posted again and recorded again.
+    var leadsWithSeveralRequestIDs: Int
+    /// Re-send records (not the first copy of their lead) answered DUPLICATE.
+    var resendsAnsweredDuplicate: Int
+    /// Records with more than one outcome.
+    var recordsWithSeveralOutcomes: Int
+}
+
+/// Checks the outcomes of `produced` (all valid leads): nothing dead-lettered; every record an outcome, and
+/// exactly one unless `rereadsAllowed` (a relay killed before committing: its successor reads the record again);
+/// per lead one SUBMITTED record and DUPLICATE for every other copy, each DUPLICATE naming a submission's
+/// requestId. With `rereadsAllowed` a lead may have several SUBMITTED results (re-reads and in-doubt re-posts).
+@discardableResult
+func expectOutcomes(
+    _ outcomes: [SharedOutcome], of produced: [ProducedSample], rereadsAllowed: Bool = false,
+    sourceLocation: SourceLocation = #_sourceLocation
+) -> OutcomeSummary {
+    let deadLetters = outcomes.filter { $0.kind == .deadLettered }
+    #expect(deadLetters.isEmpty, "\(deadLetters.count) records dead-lettered", sourceLocation: sourceLocation)
+    let unknownStatuses = outcomes.compactMap { outcome -> String? in
+        if case .other(let status) = outcome.kind { status } else { nil }
+    }
+    #expect(unknownStatuses.isEmpty, "results with status \(unknownStatuses)", sourceLocation: sourceLocation)
+
+    let byPosition = Dictionary(grouping: outcomes.filter { $0.position != nil }, by: { $0.position! })
+    let producedPositions = Set(produced.map { InputPosition($0.partition, $0.offset) })
+    let strangers = Set(byPosition.keys).subtracting(producedPositions)
+    #expect(strangers.isEmpty, "outcomes of records never produced: \(strangers)", sourceLocation: sourceLocation)
+    let withoutOutcome = produced.filter { byPosition[InputPosition($0.partition, $0.offset)] == nil }
+    let lostExamples = withoutOutcome.prefix(5).map { "\($0.partition)@\($0.offset)" }
+    #expect(
+        withoutOutcome.isEmpty, "\(withoutOutcome.count) records without an outcome, e.g. \(lostExamples)",
+        sourceLocation: sourceLocation)
+    let several = byPosition.filter { $0.value.count > 1 }
+    if !rereadsAllowed {
+        let examples = several.prefix(5).map { "\($0.key.partition)@\($0.key.offset): \($0.value.map(\.kind))" }
+        #expect(
+            several.isEmpty, "\(several.count) records with several outcomes, e.g. \(examples)",
+            sourceLocation: sourceLocation)
+    }
+
+    // Per lead: the copies' outcomes agree.
+    var summary = OutcomeSummary(
+        leadsWithSeveralRequestIDs: 0, resendsAnsweredDuplicate: 0, recordsWithSeveralOutcomes: several.count)
+    let copies = Dictionary(grouping: produced, by: { $0.sample.classifiedID ?? "" })
+    for (classifiedID, records) in copies {
+        let leadOutcomes = records.flatMap { byPosition[InputPosition($0.partition, $0.offset)] ?? [] }
+        let submitted = leadOutcomes.filter { $0.kind == .submitted }
+        let duplicates = leadOutcomes.filter { $0.kind == .duplicate }
+        let submittedIDs = Set(submitted.compactMap(\.requestID))
+        #expect(!submitted.isEmpty, "lead \(classifiedID) has no SUBMITTED result", sourceLocation: sourceLocation)
+        if !rereadsAllowed {
+            #expect(
+                submitted.count == 1, "lead \(classifiedID): \(submitted.count) SUBMITTED results",
+                sourceLocation: sourceLocation)
+            #expect(
+                duplicates.count == records.count - 1,
+                "lead \(classifiedID): \(records.count) copies, \(duplicates.count) DUPLICATE",
+                sourceLocation: sourceLocation)
+        }
+        let strayIDs = duplicates.compactMap(\.requestID).filter { !submittedIDs.contains($0) }
+        #expect(
+            strayIDs.isEmpty, "lead \(classifiedID): DUPLICATE naming no submission: \(strayIDs)",
+            sourceLocation: sourceLocation)
+        if submittedIDs.count > 1 { summary.leadsWithSeveralRequestIDs += 1 }
+        for record in records where record.sample.expectation == .duplicate {
+            let kinds = byPosition[InputPosition(record.partition, record.offset)]?.map(\.kind) ?? []
+            if kinds == [.duplicate] { summary.resendsAnsweredDuplicate += 1 }
+        }
+    }
+    return summary
+}
+
+/// The API stored each of `uniqueLeads` at least once and nothing else; returns how many extra copies it stored
+/// (leads posted more than once).
+func extraPosts(
+    of uniqueLeads: [SampleLeads.Record], by simulator: SimulatorProcess,
+    sourceLocation: SourceLocation = #_sourceLocation
+)
+    async throws -> Int
+{
+    let stored = try await simulator.storedCountByClassifiedID()
+    let missing = uniqueLeads.compactMap(\.classifiedID).filter { stored[$0] == nil }
+    #expect(
+        missing.isEmpty, "\(missing.count) leads never reached the API: \(missing.prefix(10))",
+        sourceLocation: sourceLocation)
+    let expected = Set(uniqueLeads.compactMap(\.classifiedID))
+    let strangers = stored.keys.filter { !expected.contains($0) }
+    #expect(strangers.isEmpty, "the API stored leads never produced: \(strangers)", sourceLocation: sourceLocation)
+    return stored.values.map { $0 - 1 }.reduce(0, +)
+}
+
+/// The API request starts (arrivals) per second from the first to the last, by the simulator's request log.
+func apiStartRate(_ log: [SimulatorRequestRecord]) -> (starts: Int, seconds: Double, perSecond: Double) {
+    let arrivals = log.filter { $0.method == "POST" }.map(\.arrivedAtNanos).sorted()
+    guard let first = arrivals.first, let last = arrivals.last, last > first else { return (arrivals.count, 0, 0) }
+    let seconds = Double(last - first) / 1e9
+    return (arrivals.count, seconds, Double(arrivals.count - 1) / seconds)
+}
+
+/// A port on 127.0.0.1 nothing listens on when this returns: the kernel's choice for a socket bound to port 0.
+func unusedLoopbackPort() throws -> Int {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { throw UnexpectedAnswer(what: "socket(): \(String(cString: strerror(errno)))") }
+    defer { close(descriptor) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+            bind(descriptor, socketAddress, length) == 0 && getsockname(descriptor, socketAddress, &length) == 0
+        }
+    }
+    guard bound else { throw UnexpectedAnswer(what: "bind(): \(String(cString: strerror(errno)))") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A line for the test output: figures recorded, not asserted (speed belongs to `make bench`).
+func record(_ line: String) {
+    print("EndToEndSharedState: \(line)")
+}
