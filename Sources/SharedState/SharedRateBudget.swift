@@ -42,8 +42,9 @@ import PostgresNIO
 /// ## Work conservation and cost
 /// A relay with leads uses whatever capacity the others leave: a refused grant says when the budget allows the
 /// next start at the earliest (the start in the way leaves the window, the earliest lease expires, or the pacing
-/// step passes), and the acquirer asks again then, or sooner when a release or a write report is notified
-/// (`lead_relay_budget`, listened to by `run()`), or after `pollInterval` at the latest. In a process only the first
+/// step passes), and the acquirer asks again then, at the latest after `pollInterval`; when a lease or an
+/// unreported start is in the way, also as soon as a release or a write report is notified (`lead_relay_budget`,
+/// listened to by `run()`). In a process only the first
 /// acquirer asks the database; the others queue behind it. The cost is 1 round trip for a grant given at once, 1
 /// more per refusal, 1 for the write report and 1 for the release. Rows that can no longer count are deleted by the
 /// next grant of the same budget, so a budget's rows stay about `rateLimit` plus the leases out.
@@ -144,15 +145,26 @@ public final class SharedRateBudget: Sendable {
         return try await turns.withTurn {
             while true {
                 var grant: Grant?
+                var timeBound: Duration?
                 try await leaseReleased.wait(for: configuration.budgetKey) {
                     switch try await ask(arrival: arrival) {
                     case .granted(let granted):
                         grant = granted
                         return nil
-                    case .refused(let retryAfter):
+                    case .refused(let retryAfter, let notified):
                         // At least a millisecond: the database's answer is rounded, and asking early asks again.
-                        return min(max(retryAfter, .milliseconds(1)), configuration.pollInterval)
+                        let delay = min(max(retryAfter, .milliseconds(1)), configuration.pollInterval)
+                        guard notified else {
+                            timeBound = delay
+                            return nil
+                        }
+                        return delay
                     }
+                }
+                if let timeBound {
+                    // Only time frees the budget: another relay's release or report would only make it ask early.
+                    try await Task.sleep(for: timeBound)
+                    continue
                 }
                 guard let grant else { continue }
                 if grant.isValid { return grant }
@@ -167,7 +179,8 @@ public final class SharedRateBudget: Sendable {
 
     private enum Answer {
         case granted(Grant)
-        case refused(retryAfter: Duration)
+        /// `notified`: a release or a write report may free the budget sooner.
+        case refused(retryAfter: Duration, notified: Bool)
     }
 
     private func ask(arrival: ContinuousClock.Instant) async throws -> Answer {
@@ -179,14 +192,14 @@ public final class SharedRateBudget: Sendable {
             """
         let sentAt = ContinuousClock.now
         let row = try await database.perform("budget grant") { client, logger in
-            try await client.query(query, logger: logger).decode((Bool, Date?, Date?, Double?, Int32, Int32).self)
+            try await client.query(query, logger: logger).decode((Bool, Date?, Date?, Double?, Int32, Int32, Bool).self)
                 .firstOfAll()
         }
-        guard let (granted, startedAt, leaseExpiresAt, retryAfter, inFlight, _) = row else {
+        guard let (granted, startedAt, leaseExpiresAt, retryAfter, inFlight, _, notified) = row else {
             throw SharedStateError(kind: .rejected, operation: "budget grant", reason: "the database returned no row")
         }
         guard granted, let startedAt, let leaseExpiresAt else {
-            return .refused(retryAfter: .seconds(retryAfter ?? 0))
+            return .refused(retryAfter: .seconds(retryAfter ?? 0), notified: notified)
         }
         return .granted(
             Grant(

@@ -32,7 +32,10 @@ public enum SharedStateSchema {
             ]),
         Migration(
             version: 2,
-            statements: [budgetWriteColumns, budgetAcquireFunctionCountingWrites, budgetWrittenFunction]),
+            statements: [
+                budgetWriteColumns, dropVersion1BudgetAcquire, budgetAcquireFunctionCountingWrites,
+                budgetWrittenFunction,
+            ]),
     ]
 
     /// Creates or migrates the tables and functions of `SharedLeadStore` and `SharedRateBudget` (one schema for
@@ -334,6 +337,12 @@ public enum SharedStateSchema {
         ALTER TABLE lead_relay_budget_grants ADD COLUMN written_at timestamptz, ADD COLUMN paced_at timestamptz
         """
 
+    /// Its answer gains a column, which `CREATE OR REPLACE` cannot do.
+    static let dropVersion1BudgetAcquire = """
+        DROP FUNCTION lead_relay_budget_acquire(text, text, uuid, integer, integer, double precision,
+            double precision)
+        """
+
     /// Version 1's decision, with each start counted at its write instead of its grant, and grants paced.
     ///
     /// A start counts in the window at `written_at` once its relay reported the write; before that, from its grant
@@ -346,17 +355,23 @@ public enum SharedStateSchema {
     /// due instant (`paced_at`, at most half a step before the grant) so that a late asker does not push every
     /// later grant back. A burst of starts at once reaches the API in an order and at instants that vary by more
     /// than a margin should have to cover.
+    ///
+    /// A refusal says whether a notification may end the wait early (`notified`): when a lease is in the way, or an
+    /// unreported start, a release or a write report may free the budget before `retry_after_seconds`; when only
+    /// time is (the window, the pacing step), nothing can, and the asker sleeps instead of waking on every other
+    /// relay's release.
     static let budgetAcquireFunctionCountingWrites = """
-        CREATE OR REPLACE FUNCTION lead_relay_budget_acquire(p_key text, p_holder text, p_grant_id uuid,
+        CREATE FUNCTION lead_relay_budget_acquire(p_key text, p_holder text, p_grant_id uuid,
             p_max_in_flight integer, p_rate_limit integer, p_window_seconds double precision,
             p_lease_seconds double precision)
         RETURNS TABLE (granted boolean, started_at timestamptz, lease_expires_at timestamptz,
-            retry_after_seconds double precision, in_flight integer, starts_in_window integer)
+            retry_after_seconds double precision, in_flight integer, starts_in_window integer, notified boolean)
         LANGUAGE plpgsql VOLATILE AS $$
         #variable_conflict use_column
         DECLARE
             t timestamptz;
             window_length interval := p_window_seconds * interval '1 second';
+            unreported_blocks boolean := false;
             step interval := p_window_seconds / p_rate_limit * interval '1 second';
             starts integer;
             leases integer;
@@ -388,7 +403,7 @@ public enum SharedStateSchema {
                     paced_at)
                     VALUES (p_grant_id, p_key, p_holder, t, t + p_lease_seconds * interval '1 second', paced);
                 RETURN QUERY SELECT true, t, t + p_lease_seconds * interval '1 second', NULL::double precision,
-                    leases + 1, starts + 1;
+                    leases + 1, starts + 1, false;
                 RETURN;
             END IF;
             IF starts >= p_rate_limit THEN
@@ -399,6 +414,7 @@ public enum SharedStateSchema {
                     AND coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) > t - window_length
                     ORDER BY 1 OFFSET starts - p_rate_limit LIMIT 1;
                 wait_for_window := extract(epoch FROM blocking_start + window_length - t);
+                unreported_blocks := blocking_start > t;
             END IF;
             IF leases >= p_max_in_flight THEN
                 wait_for_lease := extract(epoch FROM earliest_expiry - t);
@@ -407,7 +423,8 @@ public enum SharedStateSchema {
                 wait_for_pace := extract(epoch FROM last_paced + step - t);
             END IF;
             RETURN QUERY SELECT false, NULL::timestamptz, NULL::timestamptz,
-                greatest(wait_for_window, wait_for_lease, wait_for_pace), leases, starts;
+                greatest(wait_for_window, wait_for_lease, wait_for_pace), leases, starts,
+                leases >= p_max_in_flight OR unreported_blocks;
         END $$
         """
 
