@@ -503,3 +503,44 @@ func unusedLoopbackPort() throws -> Int {
 func record(_ line: String) {
     print("EndToEndSharedState: \(line)")
 }
+
+/// For a failure's message: each request the simulator refused as over the budget (429 in the log; these tests
+/// inject no 429), with the arrivals of the window before it, in milliseconds before it, and where it lies among
+/// `marks` (named instants of the simulator's clock, such as the last arrival seen when a relay was paused).
+func budgetViolationReport(_ log: [SimulatorRequestRecord], marks: [String: Int64] = [:], window: Int64 = 200_000_000)
+    -> String
+{
+    let arrivals = log.map(\.arrivedAtNanos).sorted()
+    let refused = log.filter { $0.status == 429 }.sorted { $0.arrivedAtNanos < $1.arrivedAtNanos }
+    guard let first = arrivals.first else { return "no requests" }
+    func ms(_ nanos: Int64) -> String { String(format: "%.1f", Double(nanos) / 1e6) }
+    var lines = ["\(refused.count) requests refused as over the budget, of \(log.count):"]
+    for request in refused {
+        let before = arrivals.filter { $0 > request.arrivedAtNanos - window && $0 <= request.arrivedAtNanos }
+        let placed = marks.sorted { $0.value < $1.value }.map { name, mark in
+            "\(ms(request.arrivedAtNanos - mark)) ms after \(name)"
+        }
+        lines.append(
+            "  at \(ms(request.arrivedAtNanos - first)) ms (\(placed.joined(separator: ", "))): \(before.count) "
+                + "arrivals within \(ms(window)) ms, at -\(before.map { ms(request.arrivedAtNanos - $0) })")
+    }
+    return lines.joined(separator: "\n")
+}
+
+extension SharedWorld {
+    /// The simulator counted no request over the budget; else the failure shows each, placed among `marks`.
+    func expectNoBudgetViolation(marks: [String: Int64] = [:], sourceLocation: SourceLocation = #_sourceLocation)
+        async throws
+    {
+        let stats = try await simulator.stats()
+        let report = stats.violations == 0 ? "" : budgetViolationReport(try await simulator.requestLog(), marks: marks)
+        #expect(
+            stats.violations == 0, "budget violations: \(stats.violationsByKind)\n\(report)",
+            sourceLocation: sourceLocation)
+    }
+
+    /// The latest arrival the simulator has answered, on its clock: a mark for `expectNoBudgetViolation`.
+    func lastArrival() async throws -> Int64 {
+        try await simulator.requestLog().map(\.arrivedAtNanos).max() ?? 0
+    }
+}
