@@ -125,14 +125,15 @@ public enum SharedStateStartup {
             } catch let error as SharedStateError where error.kind == .rejected {
                 throw .unusable("the database at \(url) refused the connection: \(error.reason)")
             } catch {
-                guard ContinuousClock.now < deadline - .milliseconds(500) else {
+                let remaining = deadline - .now
+                guard remaining > .zero else {
                     throw .unreachable("no database answered at \(url) within \(connectTimeout): \(error)")
                 }
                 if attempt == 1 {
                     logger.warning(
                         "waiting for the database", metadata: ["database": "\(url)", "error": "\(error)"])
                 }
-                try? await Task.sleep(for: .milliseconds(500))
+                try? await Task.sleep(for: min(.milliseconds(500), remaining))
             }
         }
         let client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: logger)
