@@ -47,9 +47,11 @@ fuzz: deps
 		-artifact_prefix=fuzz-corpus/ -print_final_stats=1
 
 # Release builds of the relay, the simulator and the two benchmarks (LEAD_RELAY_BENCH adds the latter to the
-# package; the other modules' builds are shared), then the scenarios of issue 7: writes BENCHMARKS.md and
+# package; the other modules' builds are shared), then the scenarios of issues 7 and 12: writes BENCHMARKS.md and
 # bench-results.json. BENCH_QUICK=1 runs smaller backlogs once; BENCH_REPEATS=N and BENCH_ONLY=1,3,... also apply.
-bench: deps
+# Its deps add the PostgreSQL server of the scenarios with a shared database (1 + PostgreSQL, 7).
+bench:
+	@./scripts/install-deps.sh bench
 	LEAD_RELAY_BENCH=1 $(QUIET) $(SWIFT) build -c release --product lead-relay
 	LEAD_RELAY_BENCH=1 $(QUIET) $(SWIFT) build -c release --product seeker-leads-sim
 	LEAD_RELAY_BENCH=1 $(QUIET) $(SWIFT) build -c release --product lead-events-bench

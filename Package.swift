@@ -152,7 +152,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        // Helpers every test target wrote for itself: waiting for a condition, child processes, locked values.
+        // Helpers every test target wrote for itself: waiting for a condition, child processes, locked values; its
+        // PostgreSQL server also serves the relay bench.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "KafkaTests",
@@ -235,7 +236,7 @@ if Context.environment["LEAD_RELAY_BENCH"] != nil {
         .executableTarget(
             name: "lead-relay-bench",
             dependencies: [
-                "Kafka", "LeadEvents", "LeadRelay", "LeadRelayDemo",
+                "Kafka", "LeadEvents", "LeadRelay", "LeadRelayDemo", "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what one make target needs and the machine lacks; does nothing when all is there.
-#   scripts/install-deps.sh build   what `swift build` links against: `make build`, `release`, `demo`, `bench`
-#   scripts/install-deps.sh test    the above, plus the tools `make test` runs (deploy/tests, checkov, PostgreSQL)
+#   scripts/install-deps.sh build   what `swift build` links against: `make build`, `release`, `demo`
+#   scripts/install-deps.sh bench   the above, plus the PostgreSQL server that `make bench` starts
+#   scripts/install-deps.sh test    the above, plus the tools `make test` runs (deploy/tests, checkov)
 set -euo pipefail
 
 target=${1:-build}
 case "$target" in
-    build | test) ;;
+    build | bench | test) ;;
     *)
-        echo "usage: $0 [build|test]" >&2
+        echo "usage: $0 [build|bench|test]" >&2
         exit 2
         ;;
 esac
@@ -17,11 +18,13 @@ apt_packages=()
 pkg-config --exists rdkafka 2>/dev/null || apt_packages+=(librdkafka-dev pkg-config)
 # GRDB links the system SQLite.
 pkg-config --exists sqlite3 2>/dev/null || apt_packages+=(libsqlite3-dev)
+if [ "$target" != build ]; then
+    # The server, not only the client: the tests and the bench start their own PostgreSQL (Debian puts it off PATH).
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || apt_packages+=(postgresql)
+fi
 if [ "$target" = test ]; then
     command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
     command -v kcat >/dev/null 2>&1 || apt_packages+=(kcat)
-    # The server, not only the client: the tests start their own PostgreSQL (Debian puts it off PATH).
-    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || apt_packages+=(postgresql)
 fi
 
 if [ ${#apt_packages[@]} -gt 0 ]; then

@@ -33,18 +33,23 @@ struct BenchEnvironment: Sendable {
         return (simulator, SimulatorProbe(baseURL: baseURL))
     }
 
-    /// Starts `lead-relay run` with a fresh group and the given dedupe file; returns once it is ready.
+    /// Starts `lead-relay run` with the given dedupe file, in `groupID` or else a fresh group; returns once it is
+    /// ready. With `databaseURL` the relay keeps its dedupe memory and API budget in that PostgreSQL database
+    /// instead, shared with every relay given the same URL.
     func startRelay(
-        input: String, results: String, simulatorURL: String, dedupePath: String, label: String, callsAPI: Bool = true
+        input: String, results: String, simulatorURL: String, dedupePath: String, label: String, callsAPI: Bool = true,
+        groupID: String? = nil, databaseURL: String? = nil
     ) async throws -> RelayProcess {
         let port = try freeLoopbackPort()
         var environment = ProcessInfo.processInfo.environment
+        // nil also drops a URL the bench itself was given: a relay without a database must not get one.
+        environment["LEAD_RELAY_DATABASE_URL"] = databaseURL
         environment.merge([
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers,
             "KAFKA_SESSION_TIMEOUT_MS": "6000",
             "SEEKER_LEADS_BASE_URL": simulatorURL,
             "SEEKER_LEADS_TOKEN": "dev-token",
-            "LEAD_RELAY_GROUP_ID": "bench-\(label)-\(UUID().uuidString.prefix(8))",
+            "LEAD_RELAY_GROUP_ID": groupID ?? "bench-\(label)-\(UUID().uuidString.prefix(8))",
             "LEAD_RELAY_INPUT_TOPIC": input,
             "LEAD_RELAY_RESULTS_TOPIC": results,
             "LEAD_RELAY_DLQ_TOPIC": Topics.deadLetters,
@@ -72,14 +77,20 @@ struct BenchEnvironment: Sendable {
             readySeconds: (readyAt - process.startedAt).seconds)
     }
 
-    /// Polls the relay's metrics until `condition` holds; nil on timeout.
+    /// Polls the relays' metrics until `condition` holds for their scrapes merged; returns each relay's scrape, or
+    /// nil on timeout or when a relay exits.
     func waitForMetrics(
-        _ relay: RelayProcess, every interval: Duration = .milliseconds(200), timeout: Duration,
+        _ relays: [RelayProcess], every interval: Duration = .milliseconds(200), timeout: Duration,
         until condition: (MetricsSnapshot) -> Bool
-    ) async throws -> MetricsSnapshot? {
+    ) async throws -> [MetricsSnapshot]? {
         let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline, relay.process.isRunning {
-            if let metrics = await relay.probe.metrics(), condition(metrics) { return metrics }
+        while ContinuousClock.now < deadline, relays.allSatisfy(\.process.isRunning) {
+            var snapshots: [MetricsSnapshot] = []
+            for relay in relays {
+                guard let metrics = await relay.probe.metrics() else { break }
+                snapshots.append(metrics)
+            }
+            if snapshots.count == relays.count, condition(MetricsSnapshot(merging: snapshots)) { return snapshots }
             try await Task.sleep(for: interval)
         }
         return nil
@@ -123,6 +134,7 @@ struct RelayProcess: Sendable {
 
 enum Topics {
     static let budget = "bench.budget"
+    static let sharedBudget = "bench.shared-budget"
     static let noAPI = "bench.no-api"
     static let million = "bench.million"
     static let results = "bench.results"

@@ -114,7 +114,8 @@ struct BenchReport: Codable, Sendable {
             "",
             "Written by `make bench` (Benchmarks/RelayBench); the raw figures of every repetition are in",
             "`bench-results.json`. Release build; the relay (`lead-relay run`) runs as its own process against",
-            "`lead-relay kafka-dev` (librdkafka's mock cluster, 3 brokers) and `seeker-leads-sim`, all on loopback.",
+            "`lead-relay kafka-dev` (librdkafka's mock cluster, 3 brokers) and `seeker-leads-sim`, all on loopback;",
+            "in 1 + PostgreSQL and 7 the relays share a PostgreSQL server (Debian's) that the bench starts for each run.",
             "",
             "- Date: \(date)",
             "- Commit: \(commit)"
@@ -123,7 +124,7 @@ struct BenchReport: Codable, Sendable {
             "- Relay binary: `\(relayBinary)`"
                 + (apiRelayBinary == relayBinary
                     ? ""
-                    : "; for the scenarios that call the API (1, 2, API budget use, 4, 6, and scenario 5's figure during scenario 1): `\(apiRelayBinary)`"),
+                    : "; for the scenarios that call the API (1, 1 + PostgreSQL, 2, API budget use, 4, 6, 7, and scenario 5's figures during scenario 1): `\(apiRelayBinary)`"),
             "- Machine: \(machine.processors) processors, \(machine.cpuModel), \(format(machine.memoryGiB)) GiB memory,"
                 + " Linux \(machine.kernel)",
             "- Repetitions per scenario: \(repeats)\(quick ? " (BENCH_QUICK: reduced sizes)" : ""); median and"

@@ -17,7 +17,10 @@ func httpGet(_ url: String) async -> (status: Int, body: [UInt8]) {
 struct SimulatorStats: Decodable {
     var requestsTotal: Int
     var leadsStored: Int
+    /// Leads whose body was identical to one already stored: posted twice.
+    var duplicateLeadsReceived: Int
     var violations: Int
+    var violationsByKind: [String: Int]
     var maxStartsPerWindow: Int
     var maxConcurrency: Int
 }
@@ -64,6 +67,12 @@ struct MetricsSnapshot {
         }
     }
 
+    /// Several relays' scrapes as one: sums add up, and so do the histograms' cumulative bucket counts, which is
+    /// exactly the histogram of all their observations together.
+    init(merging snapshots: [MetricsSnapshot]) {
+        samples = snapshots.flatMap(\.samples)
+    }
+
     /// The sum of every series of `name` whose labels contain each of `labels` (e.g. `outcome="duplicate"`).
     func sum(_ name: String, labels: [String] = []) -> Double {
         samples.reduce(0) { total, sample in
@@ -74,14 +83,30 @@ struct MetricsSnapshot {
         }
     }
 
+    /// The sums of `name`'s series by the value of their label `label` (e.g. `operation`).
+    func sums(_ name: String, by label: String) -> [String: Double] {
+        var sums: [String: Double] = [:]
+        for sample in samples where sample.series.hasPrefix(name + "{") {
+            guard let value = Self.labelValue(label, in: sample.series) else { continue }
+            sums[String(value), default: 0] += sample.value
+        }
+        return sums
+    }
+
+    /// The value of the label `label` in a series such as `name{label="value",...}`.
+    private static func labelValue(_ label: String, in series: Substring) -> Substring? {
+        guard let start = series.range(of: label + "=\""),
+            let end = series[start.upperBound...].firstIndex(of: "\"")
+        else { return nil }
+        return series[start.upperBound..<end]
+    }
+
     /// The cumulative buckets of a histogram, by upper bound, summed over label sets.
     func histogramBuckets(_ name: String) -> [(upperBound: Double, count: Double)] {
         var counts: [Double: Double] = [:]
         for sample in samples where sample.series.hasPrefix(name + "_bucket{") {
-            guard let start = sample.series.range(of: "le=\"") else { continue }
-            let rest = sample.series[start.upperBound...]
-            guard let end = rest.firstIndex(of: "\"") else { continue }
-            let bound = rest[..<end] == "+Inf" ? Double.infinity : Double(rest[..<end]) ?? .nan
+            guard let text = Self.labelValue("le", in: sample.series) else { continue }
+            let bound = text == "+Inf" ? Double.infinity : Double(text) ?? .nan
             counts[bound, default: 0] += sample.value
         }
         return counts.sorted { $0.key < $1.key }.map { (upperBound: $0.key, count: $0.value) }

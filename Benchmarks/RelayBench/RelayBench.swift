@@ -2,12 +2,17 @@ import Foundation
 import Kafka
 import LeadRelayDemo
 import Logging
+import class TestSupport.PostgresServer
 
 /// `make bench`: the relay's throughput, latency, memory and start/stop figures against its ceilings, with the
-/// relay as its own process on kafka-dev and seeker-leads-sim. Writes BENCHMARKS.md and bench-results.json.
+/// relay as its own process on kafka-dev and seeker-leads-sim, and, where the relays share their state, a
+/// PostgreSQL server of the bench's own (a fresh one per repetition). Writes BENCHMARKS.md and bench-results.json.
+///
+/// Each repetition of scenario 1 runs it twice, without a database and then with one ("1 + PostgreSQL"), so that
+/// the two are measured side by side on the machine as it is at that moment.
 ///
 /// Environment: BENCH_REPEATS (default 3), BENCH_QUICK=1 (smaller backlogs, one repetition, for development),
-/// BENCH_ONLY (comma-separated subset of decode,1,100ms,2,3,4,5,6), BENCH_BIN_DIR (default .build/release),
+/// BENCH_ONLY (comma-separated subset of decode,1,100ms,2,3,4,5,6,7), BENCH_BIN_DIR (default .build/release),
 /// BENCH_OUTPUT_DIR (default the current directory), BENCH_API_RELAY_BIN (another lead-relay binary for the
 /// scenarios that call the API, recorded in the report).
 @main
@@ -33,7 +38,7 @@ enum RelayBench {
         let quick = environmentVariables["BENCH_QUICK"].map { $0 != "" && $0 != "0" } ?? false
         let repeats = environmentVariables["BENCH_REPEATS"].flatMap { Int($0) } ?? (quick ? 1 : 3)
         let selected = Set(
-            (environmentVariables["BENCH_ONLY"] ?? "decode,1,100ms,2,3,4,5,6").split(separator: ",").map(String.init))
+            (environmentVariables["BENCH_ONLY"] ?? "decode,1,100ms,2,3,4,5,6,7").split(separator: ",").map(String.init))
         let binaries = environmentVariables["BENCH_BIN_DIR"] ?? ".build/release"
         let outputDirectory = environmentVariables["BENCH_OUTPUT_DIR"] ?? FileManager.default.currentDirectoryPath
         let sizes = quick ? Sizes.quick : Sizes()
@@ -60,7 +65,9 @@ enum RelayBench {
                 eventsBenchBinary: binaries + "/lead-events-bench", workDirectory: workDirectory,
                 kafka: KafkaTools(bootstrapServers: bootstrapServers, logger: logger), logger: logger)
 
-            func each(_ key: String, _ body: (Int) async throws -> Void) async {
+            // Sendable, so that a scenario runs off the main actor and can hand its own closures on (to the
+            // PostgreSQL server's `with`).
+            func each(_ key: String, _ body: @Sendable (Int) async throws -> Void) async {
                 guard selected.contains(key) else { return }
                 progress("scenario \(key): \(repeats) repetition(s)")
                 for run in 1...repeats {
@@ -97,6 +104,13 @@ enum RelayBench {
                     environment, book: book, scenario: "1", latencyMs: 5, ceiling: 50, leads: sizes.budgetLeads,
                     run: run)
                 book.record("5", "peak RSS during scenario 1", peak, unit: "MiB", target: .below(64))
+                let peakWithDatabase = try await PostgresServer.with { database in
+                    try await budgetRun(
+                        environment, book: book, scenario: "1 + PostgreSQL", latencyMs: 5, ceiling: 50,
+                        leads: sizes.budgetLeads, database: database, run: run)
+                }
+                book.record(
+                    "5", "peak RSS during scenario 1 + PostgreSQL", peakWithDatabase, unit: "MiB", target: .below(64))
             }
             await each("100ms") {
                 try await budgetRun(
@@ -107,6 +121,22 @@ enum RelayBench {
                 try await budgetRun(
                     environment, book: book, scenario: "2", latencyMs: 400, ceiling: 25, leads: sizes.budgetLeads,
                     run: $0)
+            }
+
+            if selected.contains("7") {
+                progress("producing \(sizes.budgetLeads) unique valid leads to \(Topics.sharedBudget)")
+                try await environment.kafka.produce(
+                    (0..<sizes.budgetLeads).map {
+                        SampleLeads.valid(
+                            index: $0, shape: SampleLeads.Shape.allCases[$0 % 3], namespace: "shared-budget")
+                    }, to: Topics.sharedBudget, partitions: 12)
+            }
+            await each("7") { run in
+                _ = try await PostgresServer.with { database in
+                    try await budgetRun(
+                        environment, book: book, scenario: "7", latencyMs: 5, ceiling: 50, leads: sizes.budgetLeads,
+                        topic: Topics.sharedBudget, relays: 3, database: database, run: run)
+                }
             }
 
             if !selected.isDisjoint(with: ["3", "5"]) {
@@ -170,7 +200,7 @@ enum RelayBench {
     /// kafka-dev's topics, each with enough partitions that none holds more than the mock cluster keeps (5 MiB).
     static func topicArguments(sizes: Sizes, repeats: Int) -> [String] {
         var topics = [
-            "\(Topics.budget):6", "\(Topics.noAPI):\(sizes.noAPIPartitions)",
+            "\(Topics.budget):6", "\(Topics.sharedBudget):12", "\(Topics.noAPI):\(sizes.noAPIPartitions)",
             "\(Topics.million):\(sizes.millionPartitions)", "\(Topics.results):6", "\(Topics.deadLetters):6",
         ]
         for run in 1...repeats {
