@@ -238,10 +238,7 @@ private func recordSharedState(
         scenario, "grant queries refused, \(name)",
         (roundTrips["budget grant"] ?? 0) - metrics.sum("lead_relay_shared_budget_grants_total"), unit: "count",
         note: "budget grant round trips − lead_relay_shared_budget_grants_total: the queries the database answered "
-            + "with no grant (window full or 10 in flight), each followed by a wait for the instant it named.")
-    book.record(
-        scenario, "late writes, \(name)", metrics.sum("lead_relay_shared_budget_late_writes_total"), unit: "count",
-        note: "lead_relay_shared_budget_late_writes_total: requests written after their grant's validity.")
+            + "with no grant (window full, pacing step not passed, or 10 in flight), each followed by a wait.")
     book.record(
         scenario, "leads posted twice, \(name)", Double(stats.duplicateLeadsReceived), unit: "count",
         target: .atMost(0), note: "the simulator's duplicateLeadsReceived: leads whose body equals one it stored.")
