@@ -5,6 +5,8 @@ import LeadRelay
 import LeadRelayDemo
 import Logging
 
+import func TestSupport.freeLoopbackPort
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -143,23 +145,4 @@ enum Topics {
     static func latencyInput(_ run: Int) -> String { "bench.latency.in.\(run)" }
     static func latencyResults(_ run: Int) -> String { "bench.latency.results.\(run)" }
     static func stop(_ run: Int) -> String { "bench.stop.\(run)" }
-}
-
-/// A port the OS reports free on loopback; the relay binds it moments later.
-func freeLoopbackPort() throws -> Int {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard descriptor >= 0 else { throw BenchError.failed("socket() failed") }
-    defer { close(descriptor) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = 0
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
-            bind(descriptor, generic, length) == 0 && getsockname(descriptor, generic, &length) == 0
-        }
-    }
-    guard bound else { throw BenchError.failed("could not bind a loopback port") }
-    return Int(UInt16(bigEndian: address.sin_port))
 }

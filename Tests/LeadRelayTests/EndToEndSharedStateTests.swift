@@ -290,7 +290,7 @@ import Testing
     /// saying so.
     @Test func unreachableDatabaseStopsStartUpWithStatus1AfterTheConnectTimeout() async throws {
         let scratch = try ScratchDirectory()
-        let port = try unusedLoopbackPort()
+        let port = try freeLoopbackPort()
         var environment = EndToEndConfigurationTests.validEnvironment(scratch)
         environment["LEAD_RELAY_DATABASE_URL"] =
             "postgres://lead_relay:\(Self.secretMark)@127.0.0.1:\(port)/lead_relay?sslmode=disable"

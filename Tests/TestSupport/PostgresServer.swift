@@ -254,8 +254,9 @@ private func runOffThePool(_ executable: URL, _ arguments: [String], in director
     }
 }
 
-/// A port on 127.0.0.1 that nothing listens on now: the kernel's choice for a socket bound to port 0.
-private func freeLoopbackPort() throws -> Int {
+/// A port on 127.0.0.1 that nothing listens on now: the kernel's choice for a socket bound to port 0. Its user
+/// binds it moments later (or, in a test of an unreachable server, never).
+public func freeLoopbackPort() throws -> Int {
     let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard descriptor >= 0 else {
         throw PostgresServer.Failure(what: "socket()", output: String(cString: strerror(errno)))

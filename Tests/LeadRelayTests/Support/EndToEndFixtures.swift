@@ -197,10 +197,10 @@ final class TestProducer: Sendable {
         return produced
     }
 
-    /// One end marker per partition; returns each marker's offset.
-    func produceEndMarkers(to topic: String) async throws -> [Int32: Int64] {
+    /// One end marker per partition (`partitionCount`, else the topic's in `Topics`); returns each marker's offset.
+    func produceEndMarkers(to topic: String, partitionCount: Int32? = nil) async throws -> [Int32: Int64] {
         var offsets: [Int32: Int64] = [:]
-        for partition in 0..<(Topics.partitions[topic] ?? 1) {
+        for partition in 0..<(partitionCount ?? Topics.partitions[topic] ?? 1) {
             let report = try await producer.send(
                 topic: topic, partition: partition, key: EndMarker.key, value: EndMarker.key)
             offsets[partition] = report.offset
@@ -285,9 +285,9 @@ final class TopicTail: Sendable {
 /// after markers were produced to each: when the group committed every partition up to its end, each
 /// first record is the marker. Returns the partitions whose first record was not.
 func partitionsNotCommittedToEnd(
-    groupID: String, topic: String, bootstrapServers: String, producer: TestProducer
+    groupID: String, topic: String, partitionCount: Int32? = nil, bootstrapServers: String, producer: TestProducer
 ) async throws -> [Int32] {
-    let markers = try await producer.produceEndMarkers(to: topic)
+    let markers = try await producer.produceEndMarkers(to: topic, partitionCount: partitionCount)
     let consumer = try KafkaConsumer(
         configuration: KafkaConfiguration(properties: [
             "bootstrap.servers": bootstrapServers, "session.timeout.ms": "6000", "heartbeat.interval.ms": "500",

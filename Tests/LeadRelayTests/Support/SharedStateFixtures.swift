@@ -238,41 +238,9 @@ final class SharedWorld: Sendable {
     /// Produces markers to each input partition after the relays have left, and joins their group: the partitions
     /// whose first record read was not the marker, so the group had not committed them to their end.
     func inputPartitionsNotCommittedToEnd() async throws -> [Int32] {
-        var markers: [Int32: Int64] = [:]
-        for partition in 0..<SharedTopics.inputPartitions {
-            let report = try await producer.producer.send(
-                topic: Topics.input, partition: partition, key: EndMarker.key, value: EndMarker.key)
-            markers[partition] = report.offset
-        }
-        let consumer = try KafkaConsumer(
-            configuration: KafkaConfiguration(properties: [
-                "bootstrap.servers": kafka.bootstrapServers, "session.timeout.ms": "6000",
-                "heartbeat.interval.ms": "500", "partition.assignment.strategy": "roundrobin",
-            ]),
-            groupID: groupID, logger: endToEndLogger)
-        try consumer.subscribe(topics: [Topics.input])
-        let firstOffsets = Locked<[Int32: Int64]>([:])
-        let reader = Task {
-            for await event in consumer.events {
-                switch event {
-                case .records(let records):
-                    firstOffsets.withLock { offsets in
-                        for record in records where offsets[record.partition] == nil {
-                            offsets[record.partition] = record.offset
-                        }
-                    }
-                case .partitionsAssigned: break
-                case .partitionsRevoked(_, let revocation, _): revocation.acknowledge()
-                }
-            }
-        }
-        defer { reader.cancel() }
-        try await waitUntil("a first record of every input partition", timeout: .seconds(90)) {
-            firstOffsets.value.count == markers.count
-        }
-        _ = try? await consumer.close()
-        let first = firstOffsets.value
-        return markers.keys.sorted().filter { first[$0] != markers[$0] }
+        try await partitionsNotCommittedToEnd(
+            groupID: groupID, topic: Topics.input, partitionCount: SharedTopics.inputPartitions,
+            bootstrapServers: kafka.bootstrapServers, producer: producer)
     }
 }
 
@@ -348,7 +316,7 @@ struct SharedBacklog {
     var resendCount: Int { records.count - uniqueLeads.count }
 
     init(count: Int, namespace: String, seed: UInt64) {
-        var random = SeededRandom(seed: seed)
+        var random = SplitMix64(seed: seed)
         var records: [SampleLeads.Record] = []
         var unique: [SampleLeads.Record] = []
         for position in 0..<count {
@@ -367,19 +335,6 @@ struct SharedBacklog {
         }
         self.records = records
         uniqueLeads = unique
-    }
-}
-
-/// SplitMix64, for reproducible backlogs.
-struct SeededRandom: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var value = state
-        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
-        return value ^ (value >> 31)
     }
 }
 
@@ -483,25 +438,6 @@ func apiStartRate(_ log: [SimulatorRequestRecord]) -> (starts: Int, seconds: Dou
     guard let first = arrivals.first, let last = arrivals.last, last > first else { return (arrivals.count, 0, 0) }
     let seconds = Double(last - first) / 1e9
     return (arrivals.count, seconds, Double(arrivals.count - 1) / seconds)
-}
-
-/// A port on 127.0.0.1 nothing listens on when this returns: the kernel's choice for a socket bound to port 0.
-func unusedLoopbackPort() throws -> Int {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard descriptor >= 0 else { throw UnexpectedAnswer(what: "socket(): \(String(cString: strerror(errno)))") }
-    defer { close(descriptor) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
-            bind(descriptor, socketAddress, length) == 0 && getsockname(descriptor, socketAddress, &length) == 0
-        }
-    }
-    guard bound else { throw UnexpectedAnswer(what: "bind(): \(String(cString: strerror(errno)))") }
-    return Int(UInt16(bigEndian: address.sin_port))
 }
 
 /// A line for the test output: figures recorded, not asserted (speed belongs to `make bench`).
