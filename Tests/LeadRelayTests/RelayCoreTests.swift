@@ -156,8 +156,12 @@ import Testing
         var abandonedInFlight = 0
         try await relay.run {
             relay.consumer.assign([Self.p0])
-            relay.consumer.deliver(records)
+            // The first lead alone, then the others: each lead has a task of its own, and tasks started together
+            // may reach the one attempt slot in any order.
+            relay.consumer.deliver(Array(records[..<1]))
             try await waitUntil("the first lead at the API") { submitter.isHolding(ids[0]) }
+            relay.consumer.deliver(Array(records[1...]))
+            try await waitUntil("the three others taken in") { relay.metric("lead_relay_records_consumed_total") == 4 }
             async let revoked: Void = relay.consumer.revoke([Self.p0])
             submitter.release(ids[0])
             try await revoked

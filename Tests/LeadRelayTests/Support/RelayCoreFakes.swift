@@ -206,7 +206,14 @@ final class ScriptedSubmitter: LeadSubmitter {
             outcome = .rejected(
                 httpStatus: httpStatus, problem: nil, rawBody: "", detailsJSON: #"[{"field":"email"}]"#)
         case .holdUntilReleased:
-            try await waitForRelease(of: classifiedID)
+            do {
+                try await waitForRelease(of: classifiedID)
+            } catch {
+                // As the real client: a request cut short is a transient attempt, observed, and the cancellation
+                // then ends the retries.
+                await afterAttempt(.transient(httpStatus: nil, description: "cancelled", retryAfter: nil))
+                throw error
+            }
             outcome = .accepted(requestId: "request-\(sequence)", title: "Lead \(classifiedID)", httpStatus: 201)
         }
         await afterAttempt(outcome)
