@@ -60,8 +60,9 @@ struct SharedSubmissionStore: SubmissionStore {
             logger.warning(
                 "took over an expired claim: the lead is posted again and may reach the API twice",
                 metadata: [
-                    "previous_owner": "\(previousOwner)", "previous_record": "\(previousRecord)",
-                    "record": "\(record)", "attempt": "\(claim.attempts)",
+                    "previous_owner": "\(previousOwner)", "previous_partition": "\(previousRecord.partition)",
+                    "previous_offset": "\(previousRecord.offset)", "topic": "\(record.topic)",
+                    "partition": "\(record.partition)", "offset": "\(record.offset)", "attempt": "\(claim.attempts)",
                 ])
             return .reserved(LeadReservation(dedupeKey: key, expiresBy: claim.expiresBy, claim: claim))
         case .alreadySubmitted(let submission):
@@ -84,7 +85,10 @@ struct SharedSubmissionStore: SubmissionStore {
             // Only a relay that posted after its claim lapsed gets here; the one that took it over records its own.
             logger.warning(
                 "the claim was taken over before the submission was recorded: the lead reached the API twice",
-                metadata: ["record": "\(claim.inputRecord)"])
+                metadata: [
+                    "topic": "\(claim.inputRecord.topic)", "partition": "\(claim.inputRecord.partition)",
+                    "offset": "\(claim.inputRecord.offset)",
+                ])
         }
     }
 
