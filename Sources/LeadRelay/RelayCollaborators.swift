@@ -54,16 +54,16 @@ protocol LeadSubmitter: Sendable {
 
 /// The right to post a lead: no other record's post of its dedupe key overlaps it while it is live.
 struct LeadReservation: Sendable, Equatable {
-    var dedupeKey: String
-    /// The earliest instant it may lapse, on this process's clock; nil when it never lapses (one process's store,
-    /// where holding the key in `KeyedExclusivity` is the reservation).
-    var expiresBy: ContinuousClock.Instant?
-    /// The shared store's claim behind it; nil for one process's store.
+    /// The shared store's claim behind it; nil for one process's store, where holding the key in
+    /// `KeyedExclusivity` is the reservation, and it never lapses.
     var claim: Claim?
+
+    /// One process's reservation.
+    static let local = LeadReservation(claim: nil)
 
     /// Whether it stays live for at least `duration` from now.
     func isLive(for duration: Duration) -> Bool {
-        expiresBy.map { ContinuousClock.now + duration < $0 } ?? true
+        claim.map { ContinuousClock.now + duration < $0.expiresBy } ?? true
     }
 }
 
@@ -104,7 +104,7 @@ extension DedupeStore: SubmissionStore {
         -> LeadReservationOutcome
     {
         if let earlier = try submission(forKey: key, now: Date()) { return .submitted(earlier) }
-        return .reserved(LeadReservation(dedupeKey: key, expiresBy: nil, claim: nil))
+        return .reserved(.local)
     }
 
     func recordSubmitted(_ lead: SubmittedLead, under reservation: LeadReservation) throws {

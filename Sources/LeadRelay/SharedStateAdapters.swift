@@ -53,7 +53,7 @@ struct SharedSubmissionStore: SubmissionStore {
         let record = InputRecord(topic: position.topic, partition: position.partition, offset: position.offset)
         switch try await store.claim(key, owner: instance, inputRecord: record, claimTTL: claimTTL, token: token) {
         case .claimed(let claim):
-            return .reserved(LeadReservation(dedupeKey: key, expiresBy: claim.expiresBy, claim: claim))
+            return .reserved(LeadReservation(claim: claim))
         case .takenOver(let claim, let previousOwner, let previousRecord):
             metrics.claimsTakenOver.increment()
             metrics.inDoubtAfterTakeOver.increment()
@@ -64,7 +64,7 @@ struct SharedSubmissionStore: SubmissionStore {
                     "previous_offset": "\(previousRecord.offset)", "topic": "\(record.topic)",
                     "partition": "\(record.partition)", "offset": "\(record.offset)", "attempt": "\(claim.attempts)",
                 ])
-            return .reserved(LeadReservation(dedupeKey: key, expiresBy: claim.expiresBy, claim: claim))
+            return .reserved(LeadReservation(claim: claim))
         case .alreadySubmitted(let submission):
             return .submitted(SubmittedLead(submission))
         case .held(let held):

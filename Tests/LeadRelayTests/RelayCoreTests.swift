@@ -110,7 +110,7 @@ import Testing
             SubmittedLead(
                 dedupeKey: key, requestId: "request-before-crash", title: "Lead", submittedAt: Date(), httpStatus: 201,
                 attempts: 1, firstAttemptAt: Date(), inputRecord: records[0].position),
-            under: LeadReservation(dedupeKey: key, expiresBy: nil, claim: nil))
+            under: .local)
         let relay = InProcessRelay(store: store)
         try await Self.runUntilCommitted(relay, records)
 

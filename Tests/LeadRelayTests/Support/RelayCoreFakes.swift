@@ -309,7 +309,7 @@ final class InMemorySubmissionStore: SubmissionStore {
                     inputRecord: InputRecord(topic: position.topic, partition: 9, offset: 0), remaining: .seconds(5)))
         }
         if let earlier = leads.withLock({ $0[key] }) { return .submitted(earlier) }
-        return .reserved(LeadReservation(dedupeKey: key, expiresBy: nil, claim: nil))
+        return .reserved(.local)
     }
 
     func recordSubmitted(_ lead: SubmittedLead, under reservation: LeadReservation) async throws {
