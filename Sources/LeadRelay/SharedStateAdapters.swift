@@ -174,36 +174,35 @@ final class SharedRequestBudget: RequestBudget {
 
     func markStarted(_ permit: BudgetPermit, at instant: ContinuousClock.Instant) {
         guard let grant = state.withLock({ $0.grants[permit.id] }) else { return }
-        let budget = budget
-        let logger = logger
-        // Off the request's path; until the report lands the start counts in every window, which is only stricter.
-        Task {
-            do {
-                try await budget.markWritten(grant, at: instant)
-            } catch {
-                logger.debug("budget write report failed", metadata: ["error": "\(error)"])
-            }
-        }
+        // Until the report lands the start counts in every window, which is only stricter.
+        offTheRequestPath("budget write report failed") { try await $0.markWritten(grant, at: instant) }
     }
 
     func release(_ permit: BudgetPermit) {
         guard let grant = state.withLock({ $0.grants.removeValue(forKey: permit.id) }) else { return }
-        let budget = budget
-        let logger = logger
-        // Off the request's path; a release that fails leaves the lease to expire on its own.
-        Task {
-            do {
-                try await budget.release(grant)
-            } catch {
-                logger.debug("budget release failed; the lease expires on its own", metadata: ["error": "\(error)"])
-            }
-        }
+        offTheRequestPath("budget release failed; the lease expires on its own") { try await $0.release(grant) }
     }
 
     func hold(until instant: ContinuousClock.Instant) {
         state.withLock { state in
             if let heldUntil = state.heldUntil, heldUntil >= instant { return }
             state.heldUntil = instant
+        }
+    }
+
+    /// Tells the database in a task of its own, so that no request waits for it; a failure is only logged, since
+    /// what it would have told is conservative left untold.
+    private func offTheRequestPath(
+        _ failure: String, _ operation: @escaping @Sendable (SharedRateBudget) async throws -> Void
+    ) {
+        let budget = budget
+        let logger = logger
+        Task {
+            do {
+                try await operation(budget)
+            } catch {
+                logger.debug("\(failure)", metadata: ["error": "\(error)"])
+            }
         }
     }
 }
