@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 
 /// One API budget for every relay with the same database and budget key: at most `maxInFlight` requests
 /// outstanding at once, and at most `rateLimit` request starts in any `window` as the API counts them.
@@ -9,49 +10,55 @@ import PostgresNIO
 /// The database's clock is the one clock. A grant is one call of `lead_relay_budget_acquire`, which takes
 /// `pg_advisory_xact_lock(hashtext(budget key))`, so the grants of a budget are decided one after another, each
 /// seeing every grant, write report and release committed before it (the function reads with a snapshot taken
-/// after the lock). It counts the budget's starts within the counted window (`window + margin` back from the
-/// grant's instant `t`) and its leases neither released nor expired; when both are under their limits, and the
-/// previous grant is a pacing step (`countedWindow / rateLimit`) back, it inserts the grant's row with a lease
-/// until `t + leaseDuration`. `t` is the database's `clock_timestamp()`, or the budget's latest grant if that is
-/// later (a clock set back on the database host).
+/// after the lock). At the decision's instant `now` (the database's `clock_timestamp()`) it counts the budget's
+/// leases neither released nor expired; under `maxInFlight`, it finds the earliest instant `t >= now` at which
+/// fewer than `rateLimit` starts count within the counted window (`window + margin` back from `t`) and the
+/// previous grant is a pacing step (`countedWindow / rateLimit`) back. When `t` is within `horizon` of `now`, it
+/// inserts the grant's row, dated `t`, with a lease until `t + leaseDuration`; otherwise it refuses, saying when
+/// `t` comes within the horizon.
 ///
-/// ## Where a start counts
-/// At its write. The relay reports the instant its request head was written (`markWritten`), as the grant's `t`
-/// plus the time from sending the grant's query to the write on its own clock: since `t` came after the sending,
-/// that is at or after the real write. Until the report, the start counts at the instant its lease ends
-/// (released or expired), which is after any write it had: an unreported live grant counts in every window.
+/// ## When the relay writes, and where a start counts
+/// The relay writes a grant's request once the database's clock has surely passed `t` (`Grant.writableAt`, from
+/// `DatabaseClock`, which bounds the offset between the two clocks by the database's readings in each answer), so
+/// a start is written at `t` or later. Dating grants ahead, rather than refusing until `t` and being asked again,
+/// saves each start a sleep and a round trip, which the next window would otherwise inherit.
+///
+/// A start counts at its write: the relay reports it (`markWritten`) as the latest the database's clock can have
+/// read when its head was written, so at or after the real write. Until the report, the start counts at the
+/// instant its lease ends (released or expired), which is after any write it had: an unreported live grant counts
+/// in every window.
 ///
 /// ## Why no window holds more than `rateLimit` starts as the API counts them
 /// Let `margin` bound the jitter of the network delay `d`: a request written at `w` arrives within
 /// `[w + d, w + d + margin]`. Suppose `rateLimit + 1` requests arrived within one API window, and take the one
-/// granted last, at `t`; it was written after its grant's answer, so it arrived at `t + d` or later. Every other
-/// one was granted before it, and counted at an instant `e` at or after its write, so it arrived by
-/// `e + d + margin`. One counted at `e <= t - window - margin` arrived at least `window` before the last one, so
-/// not in its window; so all `rateLimit` others were counted (`e > t - countedWindow`), and the last grant would
-/// have been refused. Nothing in this depends on how long the relay took between grant and write: a relay paused
-/// there (SIGSTOP) that writes when it continues is counted where it wrote, or until its lease ended.
+/// decided last, dated `t`; it was written at `t` or later, so it arrived at `t + d` or later. Every other one was
+/// decided before it, and counted then at an instant `e` at or after its write, so it arrived by `e + d + margin`.
+/// One counted at `e <= t - window - margin` arrived at least `window` before the last one, so not in its window;
+/// so all `rateLimit` others were counted (`e > t - countedWindow`), and the last grant could not have been dated
+/// `t`. Nothing in this depends on how long the relay took between grant and write: a relay paused there
+/// (SIGSTOP) that writes when it continues is counted where it wrote, or until its lease ended.
 ///
 /// ## Why no more than `maxInFlight` requests are outstanding
 /// A request ends by the API request timeout after its write; when `leaseDuration` is at least that plus the time
 /// to the write plus a margin (the request timeout plus 2 s suggested), its lease outlasts it, and it is released
 /// after it ended. At every instant the outstanding requests are thus among the live leases, and a grant is given
 /// only while fewer than `maxInFlight` leases live. A relay SIGKILLed with requests out gives their capacity back
-/// when the leases expire: `leaseDuration` after their grants at most. (Not covered: a relay paused between grant
-/// and write for longer than its lease, or an API that serves a request longer than its lease.)
+/// when the leases expire: `leaseDuration` after their grants' instants at most. (Not covered: a relay paused
+/// between grant and write for longer than its lease, or an API that serves a request longer than its lease.)
 ///
 /// ## Work conservation and cost
 /// A relay with leads uses whatever capacity the others leave: a refused grant says when the budget allows the
-/// next start at the earliest (the start in the way leaves the window, the earliest lease expires, or the pacing
-/// step passes), and the acquirer asks again then, at the latest after `pollInterval`; when a lease or an
-/// unreported start is in the way, also as soon as a release or a write report is notified (`lead_relay_budget`,
-/// listened to by `run()`). In a process only the first
-/// acquirer asks the database; the others queue behind it. The cost is 1 round trip for a grant given at once, 1
-/// more per refusal, 1 for the write report and 1 for the release. Rows that can no longer count are deleted by the
-/// next grant of the same budget, so a budget's rows stay about `rateLimit` plus the leases out.
+/// next start at the earliest (less the horizon), or when the earliest lease expires, and the acquirer asks again
+/// then, at the latest after `pollInterval`; when a lease or an unreported start is in the way, also as soon as a
+/// release or a write report is notified (`lead_relay_budget`, listened to by `run()`). In a process only the
+/// first acquirer asks the database; the others queue behind it. The cost is 1 round trip for a grant given at
+/// once, 1 more per refusal, 1 for the write report and 1 for the release. Rows that can no longer count are
+/// deleted by the next grant of the same budget, so a budget's rows stay about `rateLimit` plus the leases out.
 ///
 /// The price of the bound is throughput: at most `rateLimit` starts per `window + margin`, so 10 per 205 ms
 /// (97.6% of the API's ceiling) with a 5 ms margin, less the time each start's report overstates its write (the
-/// grant's round trip). The database host's clock must not be stepped forward (slewing, as NTP does, is fine).
+/// width of the clocks' offset bounds) and the time from `writableAt` to the write. Neither the database host's
+/// clock nor this one may be stepped (slewing, as NTP does, is fine).
 public final class SharedRateBudget: Sendable {
     public struct Configuration: Sendable {
         /// Relays with the same database and key share one budget.
@@ -67,6 +74,9 @@ public final class SharedRateBudget: Sendable {
         public var grantValidity: Duration
         /// How long a grant counts as in flight unless released: the API request timeout plus a margin.
         public var leaseDuration: Duration
+        /// How far ahead of the database's clock a grant may be dated: an acquirer asking within it of the
+        /// earliest instant the budget allows is granted that instant, and writes at it.
+        public var horizon: Duration
         /// The longest a refused acquirer waits before asking again.
         public var pollInterval: Duration
         /// The bound of every database operation.
@@ -77,7 +87,8 @@ public final class SharedRateBudget: Sendable {
         public init(
             budgetKey: String, maxInFlight: Int = 10, rateLimit: Int = 10, window: Duration = .milliseconds(200),
             margin: Duration = .milliseconds(5), grantValidity: Duration = .milliseconds(100),
-            leaseDuration: Duration = .seconds(12), pollInterval: Duration = .milliseconds(250),
+            leaseDuration: Duration = .seconds(12), horizon: Duration = .milliseconds(25),
+            pollInterval: Duration = .milliseconds(250),
             operationTimeout: Duration = .seconds(5), listenRetryDelay: Duration = .seconds(1)
         ) {
             self.budgetKey = budgetKey
@@ -87,6 +98,7 @@ public final class SharedRateBudget: Sendable {
             self.margin = margin
             self.grantValidity = grantValidity
             self.leaseDuration = leaseDuration
+            self.horizon = horizon
             self.pollInterval = pollInterval
             self.operationTimeout = operationTimeout
             self.listenRetryDelay = listenRetryDelay
@@ -100,10 +112,11 @@ public final class SharedRateBudget: Sendable {
     /// it when the request is over (or at once, when it was not used).
     public struct Grant: Sendable, Equatable {
         public let id: UUID
-        /// When the grant's query was sent, on this process's monotonic clock.
-        public let askedAt: ContinuousClock.Instant
-        /// The start's instant, by the database's clock.
+        /// The start's instant, by the database's clock: its request is written at it or later.
         public let startedAt: Date
+        /// The first instant of this process's monotonic clock at which the database's clock has surely reached
+        /// `startedAt`; `acquire` returns at it or later.
+        public let writableAt: ContinuousClock.Instant
         /// When the lease ends unless released, by the database's clock.
         public let leaseExpiresAt: Date
         /// When its answer would have come too late, on this process's monotonic clock.
@@ -122,6 +135,7 @@ public final class SharedRateBudget: Sendable {
     private let holder: String
     private let turns = TurnQueue()
     private let leaseReleased = NotificationHub(channel: "lead_relay_budget")
+    private let databaseClock = Mutex(DatabaseClock())
 
     /// `holder` names this relay instance in the budget's rows. `client` must be run by the caller.
     public init(client: PostgresClient, configuration: Configuration, holder: String, logger: Logger) {
@@ -138,11 +152,11 @@ public final class SharedRateBudget: Sendable {
         await leaseReleased.listen(through: database, reconnectDelay: configuration.listenRetryDelay)
     }
 
-    /// Waits for a start within the budget. Throws `SharedStateError` when the database fails (the caller starts
-    /// nothing meanwhile) and `CancellationError` when the task is cancelled.
+    /// Waits for a start, and returns once its instant has come. Throws `SharedStateError` when the database fails
+    /// (the caller starts nothing meanwhile) and `CancellationError` when the task is cancelled.
     public func acquire() async throws -> Grant {
         let arrival = ContinuousClock.now
-        return try await turns.withTurn {
+        let grant = try await turns.withTurn {
             while true {
                 var grant: Grant?
                 var timeBound: Duration?
@@ -172,6 +186,14 @@ public final class SharedRateBudget: Sendable {
                 try await release(grant)
             }
         }
+        // Outside the turn: the next acquirer of this process may be granted the next instant meanwhile.
+        do {
+            try await Task.sleep(until: grant.writableAt, clock: .continuous)
+        } catch {
+            Task { try? await self.release(grant) }
+            throw error
+        }
+        return grant
     }
 
     /// The acquirers of this process that were refused a grant and wait to ask again (others queue behind them).
@@ -188,32 +210,43 @@ public final class SharedRateBudget: Sendable {
         let query: PostgresQuery = """
             SELECT * FROM lead_relay_budget_acquire(\(configuration.budgetKey), \(holder), \(grantID),
                 \(Int32(clamping: configuration.maxInFlight)), \(Int32(clamping: configuration.rateLimit)),
-                \(configuration.countedWindow.seconds), \(configuration.leaseDuration.seconds))
+                \(configuration.countedWindow.seconds), \(configuration.leaseDuration.seconds),
+                \(configuration.horizon.seconds))
             """
         let sentAt = ContinuousClock.now
         let row = try await database.perform("budget grant") { client, logger in
-            try await client.query(query, logger: logger).decode((Bool, Date?, Date?, Double?, Int32, Int32, Bool).self)
-                .firstOfAll()
+            try await client.query(query, logger: logger).decode(
+                (Bool, Date?, Date?, Double?, Int32, Int32?, Bool, Date).self
+            ).firstOfAll()
         }
-        guard let (granted, startedAt, leaseExpiresAt, retryAfter, inFlight, _, notified) = row else {
+        let answeredAt = ContinuousClock.now
+        guard let (granted, startedAt, leaseExpiresAt, retryAfter, inFlight, _, notified, databaseNow) = row else {
             throw SharedStateError(kind: .rejected, operation: "budget grant", reason: "the database returned no row")
         }
-        guard granted, let startedAt, let leaseExpiresAt else {
+        let writableAt = databaseClock.withLock { clock in
+            clock.record(databaseNow, sent: sentAt, answered: answeredAt)
+            return startedAt.flatMap { clock.localInstant(whenDatabaseReaches: $0) }
+        }
+        guard granted, let startedAt, let leaseExpiresAt, let writableAt else {
             return .refused(retryAfter: .seconds(retryAfter ?? 0), notified: notified)
         }
         return .granted(
             Grant(
-                id: grantID, askedAt: sentAt, startedAt: startedAt, leaseExpiresAt: leaseExpiresAt,
-                validUntil: sentAt + configuration.grantValidity, waited: ContinuousClock.now - arrival,
+                id: grantID, startedAt: startedAt, writableAt: writableAt, leaseExpiresAt: leaseExpiresAt,
+                validUntil: sentAt + configuration.grantValidity, waited: answeredAt - arrival,
                 inFlight: Int(inFlight)))
     }
 
     /// Reports that the grant's request head was written at `instant` (this process's monotonic clock): the start
-    /// then counts there rather than in every window. Reporting twice keeps the first.
+    /// then counts there, at the latest the database's clock can have read then, rather than in every window.
+    /// Reporting twice keeps the first.
     public func markWritten(_ grant: Grant, at instant: ContinuousClock.Instant) async throws {
+        // The grant's own answer was a reading, so the bound is there; the lease's end is only a fallback.
+        let writtenBy = databaseClock.withLock { $0.latestDatabaseTime(at: instant) } ?? grant.leaseExpiresAt
         _ = try await database.value(
             "budget write report",
-            "SELECT lead_relay_budget_written(\(grant.id), \((instant - grant.askedAt).seconds))", as: Bool.self)
+            "SELECT lead_relay_budget_written(\(grant.id), \(writtenBy.timeIntervalSince(grant.startedAt)))",
+            as: Bool.self)
     }
 
     /// Ends the grant's lease; its start still counts in the window. Releasing twice is harmless.

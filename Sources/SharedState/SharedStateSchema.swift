@@ -33,9 +33,10 @@ public enum SharedStateSchema {
         Migration(
             version: 2,
             statements: [
-                budgetWriteColumns, dropVersion1BudgetAcquire, budgetAcquireFunctionCountingWrites,
+                budgetWriteColumns, dropSevenArgumentBudgetAcquire, budgetAcquireFunctionCountingWrites,
                 budgetWrittenFunction,
             ]),
+        Migration(version: 3, statements: [dropSevenArgumentBudgetAcquire, budgetAcquireFunctionDatingAhead]),
     ]
 
     /// Creates or migrates the tables and functions of `SharedLeadStore` and `SharedRateBudget` (one schema for
@@ -337,8 +338,10 @@ public enum SharedStateSchema {
         ALTER TABLE lead_relay_budget_grants ADD COLUMN written_at timestamptz, ADD COLUMN paced_at timestamptz
         """
 
-    /// Its answer gains a column, which `CREATE OR REPLACE` cannot do.
-    static let dropVersion1BudgetAcquire = """
+    /// Versions 1 and 2 of the decision: each next version's answer gains a column, which `CREATE OR REPLACE`
+    /// cannot do. A relay of version 2 asking after migration 3 gets an error and starts nothing until it is
+    /// replaced: it would write a grant dated ahead at once.
+    static let dropSevenArgumentBudgetAcquire = """
         DROP FUNCTION lead_relay_budget_acquire(text, text, uuid, integer, integer, double precision,
             double precision)
         """
@@ -444,6 +447,83 @@ public enum SharedStateSchema {
                 PERFORM pg_notify('lead_relay_budget', md5(written_key));
             END IF;
             RETURN FOUND;
+        END $$
+        """
+
+    // MARK: - Version 3: grants dated ahead
+
+    /// Version 2's decision, with the grant dated at the earliest instant the budget allows a start (`started_at`,
+    /// at most `p_horizon_seconds` ahead of the database's clock) instead of refused until that instant comes: the
+    /// relay writes its request once the database's clock has passed `started_at`, so a start loses neither the
+    /// sleep nor the round trip between a refusal and the next ask. `database_now` is the clock read the decision
+    /// was made at, which the relay uses to map the database's clock onto its own.
+    ///
+    /// The window counts at `started_at` every start whose instant (`written_at`, or before its report its lease's
+    /// end) is after `started_at - window`; moving `started_at` later only drops starts from that count, so the
+    /// earliest instant with fewer than `p_rate_limit` of them is the exit of the one in the way from the window.
+    /// Leases are counted at the decision, so a lease still live then counts even if it ends before `started_at`.
+    static let budgetAcquireFunctionDatingAhead = """
+        CREATE FUNCTION lead_relay_budget_acquire(p_key text, p_holder text, p_grant_id uuid,
+            p_max_in_flight integer, p_rate_limit integer, p_window_seconds double precision,
+            p_lease_seconds double precision, p_horizon_seconds double precision)
+        RETURNS TABLE (granted boolean, started_at timestamptz, lease_expires_at timestamptz,
+            retry_after_seconds double precision, in_flight integer, starts_in_window integer, notified boolean,
+            database_now timestamptz)
+        LANGUAGE plpgsql VOLATILE AS $$
+        #variable_conflict use_column
+        DECLARE
+            now_at timestamptz;
+            start_at timestamptz;
+            window_length interval := p_window_seconds * interval '1 second';
+            step interval := p_window_seconds / p_rate_limit * interval '1 second';
+            unreported_blocks boolean := false;
+            starts integer;
+            leases integer;
+            blocking_start timestamptz;
+            earliest_expiry timestamptz;
+            last_paced timestamptz;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(hashtext('lead_relay_budget:' || p_key));
+            now_at := clock_timestamp();
+            DELETE FROM lead_relay_budget_grants g
+                WHERE g.budget_key = p_key
+                AND coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) <= now_at - window_length
+                AND (g.released_at IS NOT NULL OR g.lease_expires_at <= now_at);
+            SELECT count(*), min(g.lease_expires_at) INTO leases, earliest_expiry FROM lead_relay_budget_grants g
+                WHERE g.budget_key = p_key AND g.released_at IS NULL AND g.lease_expires_at > now_at;
+            IF leases >= p_max_in_flight THEN
+                RETURN QUERY SELECT false, NULL::timestamptz, NULL::timestamptz,
+                    extract(epoch FROM earliest_expiry - now_at)::double precision, leases, NULL::integer, true,
+                    now_at;
+                RETURN;
+            END IF;
+            SELECT max(g.paced_at) INTO last_paced FROM lead_relay_budget_grants g WHERE g.budget_key = p_key;
+            start_at := greatest(now_at, last_paced + step);
+            SELECT count(*) INTO starts FROM lead_relay_budget_grants g
+                WHERE g.budget_key = p_key
+                AND coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) > start_at - window_length;
+            IF starts >= p_rate_limit THEN
+                SELECT coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) INTO blocking_start
+                    FROM lead_relay_budget_grants g
+                    WHERE g.budget_key = p_key
+                    AND coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) > start_at - window_length
+                    ORDER BY 1 OFFSET starts - p_rate_limit LIMIT 1;
+                start_at := blocking_start + window_length;
+                unreported_blocks := blocking_start > now_at;
+                starts := p_rate_limit - 1;
+            END IF;
+            IF start_at > now_at + p_horizon_seconds * interval '1 second' THEN
+                RETURN QUERY SELECT false, NULL::timestamptz, NULL::timestamptz,
+                    extract(epoch FROM start_at - now_at)::double precision - p_horizon_seconds, leases, starts,
+                    unreported_blocks, now_at;
+                RETURN;
+            END IF;
+            INSERT INTO lead_relay_budget_grants (grant_id, budget_key, holder, started_at, lease_expires_at,
+                paced_at)
+                VALUES (p_grant_id, p_key, p_holder, start_at, start_at + p_lease_seconds * interval '1 second',
+                    greatest(coalesce(last_paced + step, start_at), start_at - step / 2));
+            RETURN QUERY SELECT true, start_at, start_at + p_lease_seconds * interval '1 second',
+                NULL::double precision, leases + 1, starts + 1, false, now_at;
         END $$
         """
 }

@@ -151,11 +151,43 @@ import Testing
         }
         #expect(!secondGranted.withLock { $0 })
         let reportedAt = try await databaseNow()
-        try await budgets[0].markWritten(first, at: first.askedAt)
+        try await budgets[0].markWritten(first, at: first.writableAt)
         let granted = try await second
         #expect(granted.startedAt >= reportedAt)
         try await budgets[0].release(first)
         try await budgets[1].release(granted)
+    }
+
+    /// The next start the window allows is granted ahead, at the very instant the reported write leaves the
+    /// window (not at the later instant a refused acquirer would ask again), and `acquire` returns only once the
+    /// database's clock has passed it: the request is written at its instant or later. (A long validity: a grant
+    /// answered too late on a loaded machine would be given back, and the next one dated a window later.)
+    @Test func aGrantIsDatedAtTheInstantTheWindowAllowsAndReturnedWhenItComes() async throws {
+        let configuration = SharedRateBudget.Configuration(
+            budgetKey: uniqueName("budget"), maxInFlight: 10, rateLimit: 1, window: .milliseconds(300),
+            margin: .zero, grantValidity: .seconds(60), leaseDuration: .seconds(3600), horizon: .seconds(1),
+            pollInterval: .seconds(3600))
+        try await PostgresServer.with { server in
+            try await withBudgets(2, of: server, configuration: configuration) { budgets in
+                try await withClients(1, of: server) { clients in
+                    let first = try await budgets[0].acquire()
+                    try await budgets[0].markWritten(first, at: .now)
+                    let written = try await clients[0].query(
+                        "SELECT written_at FROM lead_relay_budget_grants WHERE grant_id = \(first.id)"
+                    ).decode(Date.self).reduce(into: [Date]()) { $0.append($1) }
+                    let writtenAt = try #require(written.first)
+                    #expect(writtenAt >= first.startedAt)
+                    let second = try await budgets[1].acquire()
+                    let databaseNow = try await clients[0].query("SELECT clock_timestamp()").decode(Date.self)
+                        .reduce(into: [Date]()) { $0.append($1) }
+                    #expect(abs(second.startedAt.timeIntervalSince(writtenAt) - 0.3) < 1e-5)
+                    #expect(try #require(databaseNow.first) >= second.startedAt)
+                    #expect(ContinuousClock.now >= second.writableAt)
+                    try await budgets[0].release(first)
+                    try await budgets[1].release(second)
+                }
+            }
+        }
     }
 
     @Test func aCancelledAcquirerLeavesTheQueueAndTheNextOneIsServed() async throws {
