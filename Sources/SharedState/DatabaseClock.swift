@@ -3,8 +3,8 @@ import Foundation
 /// What this process knows of the database's clock against its own monotonic clock: bounds on the offset between
 /// them, from the database's clock readings.
 ///
-/// A reading taken by a query was taken after the query was sent and before its answer arrived, so the offset
-/// (database time minus local time) was at most `reading - sent` and at least `reading - answered` then. Between
+/// A query's readings were taken after the query was sent and before its answer arrived, so the offset (database
+/// time minus local time) was at most `first reading - sent` and at least `last reading - answered` then. Between
 /// readings the two clocks may drift apart by up to `driftRate` (seconds per second); every bound widens by that
 /// much as it ages, and the tightest of all the readings' aged bounds is kept. Since every bound ages at the same
 /// rate, each side's tightest bound is one number.
@@ -26,12 +26,14 @@ struct DatabaseClock: Sendable {
         self.origin = origin
     }
 
-    /// Takes in the database clock's `reading`, made by a query sent at `sent` whose answer arrived at `answered`.
-    mutating func record(_ reading: Date, sent: ContinuousClock.Instant, answered: ContinuousClock.Instant) {
+    /// Takes in the database clock's readings `first` and `last` (the same one, when the query read it once), made
+    /// by a query sent at `sent` whose answer arrived at `answered`.
+    mutating func record(
+        _ first: Date, _ last: Date? = nil, sent: ContinuousClock.Instant, answered: ContinuousClock.Instant
+    ) {
         let (sentAt, answeredAt) = (local(sent), local(answered))
-        let readingAt = reading.timeIntervalSince1970
-        let lower = readingAt - answeredAt + Self.driftRate * answeredAt
-        let upper = readingAt - sentAt - Self.driftRate * sentAt
+        let lower = (last ?? first).timeIntervalSince1970 - answeredAt + Self.driftRate * answeredAt
+        let upper = first.timeIntervalSince1970 - sentAt - Self.driftRate * sentAt
         let merged = (lower: max(lower, lowerKey ?? lower), upper: min(upper, upperKey ?? upper))
         if merged.lower - Self.driftRate * answeredAt > merged.upper + Self.driftRate * answeredAt {
             (lowerKey, upperKey) = (lower, upper)

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
+import RelayPrimitives
 import Synchronization
 
 /// One API budget for every relay with the same database and budget key: at most `maxInFlight` requests
@@ -136,6 +137,7 @@ public final class SharedRateBudget: Sendable {
     private let turns = TurnQueue()
     private let leaseReleased = NotificationHub(channel: "lead_relay_budget")
     private let databaseClock = Mutex(DatabaseClock())
+    private let nextAskAt = Mutex<ContinuousClock.Instant?>(nil)
 
     /// `holder` names this relay instance in the budget's rows. `client` must be run by the caller.
     public init(client: PostgresClient, configuration: Configuration, holder: String, logger: Logger) {
@@ -157,6 +159,11 @@ public final class SharedRateBudget: Sendable {
     public func acquire() async throws -> Grant {
         let arrival = ContinuousClock.now
         let grant = try await turns.withTurn {
+            // The next start is a pacing step after the last grant of this process at the earliest: asking before
+            // it is within the horizon would only be refused.
+            if let nextAsk = nextAskAt.withLock({ $0 }), nextAsk > .now {
+                try await Task.sleep(until: nextAsk, clock: .continuous)
+            }
             while true {
                 var grant: Grant?
                 var timeBound: Duration?
@@ -216,20 +223,26 @@ public final class SharedRateBudget: Sendable {
         let sentAt = ContinuousClock.now
         let row = try await database.perform("budget grant") { client, logger in
             try await client.query(query, logger: logger).decode(
-                (Bool, Date?, Date?, Double?, Int32, Int32?, Bool, Date).self
+                (Bool, Date?, Date?, Double?, Int32, Int32?, Bool, Date, Date).self
             ).firstOfAll()
         }
         let answeredAt = ContinuousClock.now
-        guard let (granted, startedAt, leaseExpiresAt, retryAfter, inFlight, _, notified, databaseNow) = row else {
+        guard let (granted, startedAt, leaseExpiresAt, retryAfter, inFlight, _, notified, decidedAt, returnedAt) = row
+        else {
             throw SharedStateError(kind: .rejected, operation: "budget grant", reason: "the database returned no row")
         }
         let writableAt = databaseClock.withLock { clock in
-            clock.record(databaseNow, sent: sentAt, answered: answeredAt)
+            clock.record(decidedAt, returnedAt, sent: sentAt, answered: answeredAt)
             return startedAt.flatMap { clock.localInstant(whenDatabaseReaches: $0) }
         }
         guard granted, let startedAt, let leaseExpiresAt, let writableAt else {
             return .refused(retryAfter: .seconds(retryAfter ?? 0), notified: notified)
         }
+        let pacingStep = configuration.countedWindow / configuration.rateLimit
+        let nextAsk = databaseClock.withLock {
+            $0.localInstant(whenDatabaseReaches: startedAt + (pacingStep - configuration.horizon).timeInterval)
+        }
+        nextAskAt.withLock { $0 = nextAsk }
         return .granted(
             Grant(
                 id: grantID, startedAt: startedAt, writableAt: writableAt, leaseExpiresAt: leaseExpiresAt,

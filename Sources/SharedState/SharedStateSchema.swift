@@ -456,7 +456,8 @@ public enum SharedStateSchema {
     /// at most `p_horizon_seconds` ahead of the database's clock) instead of refused until that instant comes: the
     /// relay writes its request once the database's clock has passed `started_at`, so a start loses neither the
     /// sleep nor the round trip between a refusal and the next ask. `database_now` is the clock read the decision
-    /// was made at, which the relay uses to map the database's clock onto its own.
+    /// was made at, and `answered_at` one read as the answer is returned: the relay maps the database's clock onto
+    /// its own with them (the first bounds the offset from above, the second from below).
     ///
     /// The window counts at `started_at` every start whose instant (`written_at`, or before its report its lease's
     /// end) is after `started_at - window`; moving `started_at` later only drops starts from that count, so the
@@ -468,7 +469,7 @@ public enum SharedStateSchema {
             p_lease_seconds double precision, p_horizon_seconds double precision)
         RETURNS TABLE (granted boolean, started_at timestamptz, lease_expires_at timestamptz,
             retry_after_seconds double precision, in_flight integer, starts_in_window integer, notified boolean,
-            database_now timestamptz)
+            database_now timestamptz, answered_at timestamptz)
         LANGUAGE plpgsql VOLATILE AS $$
         #variable_conflict use_column
         DECLARE
@@ -494,7 +495,7 @@ public enum SharedStateSchema {
             IF leases >= p_max_in_flight THEN
                 RETURN QUERY SELECT false, NULL::timestamptz, NULL::timestamptz,
                     extract(epoch FROM earliest_expiry - now_at)::double precision, leases, NULL::integer, true,
-                    now_at;
+                    now_at, clock_timestamp();
                 RETURN;
             END IF;
             SELECT max(g.paced_at) INTO last_paced FROM lead_relay_budget_grants g WHERE g.budget_key = p_key;
@@ -515,7 +516,7 @@ public enum SharedStateSchema {
             IF start_at > now_at + p_horizon_seconds * interval '1 second' THEN
                 RETURN QUERY SELECT false, NULL::timestamptz, NULL::timestamptz,
                     extract(epoch FROM start_at - now_at)::double precision - p_horizon_seconds, leases, starts,
-                    unreported_blocks, now_at;
+                    unreported_blocks, now_at, clock_timestamp();
                 RETURN;
             END IF;
             INSERT INTO lead_relay_budget_grants (grant_id, budget_key, holder, started_at, lease_expires_at,
@@ -523,7 +524,7 @@ public enum SharedStateSchema {
                 VALUES (p_grant_id, p_key, p_holder, start_at, start_at + p_lease_seconds * interval '1 second',
                     greatest(coalesce(last_paced + step, start_at), start_at - step / 2));
             RETURN QUERY SELECT true, start_at, start_at + p_lease_seconds * interval '1 second',
-                NULL::double precision, leases + 1, starts + 1, false, now_at;
+                NULL::double precision, leases + 1, starts + 1, false, now_at, clock_timestamp();
         END $$
         """
 }

@@ -32,6 +32,17 @@ import Testing
         #expect(ahead >= 0.001 && ahead < 0.001 + 1e-4)
     }
 
+    @Test func aQueryReadingTwiceBoundsEachSideByItsOwnReading() {
+        var clock = DatabaseClock(origin: origin)
+        // Read 1 ms after the sending and 1 ms before the answer, of a query answered 4 ms after it was sent.
+        clock.record(reading(at: .milliseconds(11)), reading(at: .milliseconds(13)), sent: at(10), answered: at(14))
+        let target = reading(at: .milliseconds(20))
+        let late = (clock.localInstant(whenDatabaseReaches: target)! - at(20)).timeInterval
+        let ahead = clock.latestDatabaseTime(at: at(20))!.timeIntervalSince(target)
+        #expect(late >= 0.001 && late < 0.001 + 1e-4)
+        #expect(ahead >= 0.001 && ahead < 0.001 + 1e-4)
+    }
+
     @Test func readingsTightenTheBoundsAndAgeingLoosensThem() {
         var clock = DatabaseClock(origin: origin)
         // One reading taken at once (it bounds the offset from above tightly), one just before its answer (below).
