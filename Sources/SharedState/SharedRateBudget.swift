@@ -195,7 +195,7 @@ public final class SharedRateBudget: Sendable {
         }
         // Outside the turn: the next acquirer of this process may be granted the next instant meanwhile.
         do {
-            try await Task.sleep(until: grant.writableAt, clock: .continuous)
+            try await Task.sleep(until: grant.writableAt, tolerance: .zero, clock: .continuous)
         } catch {
             Task { try? await self.release(grant) }
             throw error
@@ -256,16 +256,29 @@ public final class SharedRateBudget: Sendable {
     public func markWritten(_ grant: Grant, at instant: ContinuousClock.Instant) async throws {
         // The grant's own answer was a reading, so the bound is there; the lease's end is only a fallback.
         let writtenBy = databaseClock.withLock { $0.latestDatabaseTime(at: instant) } ?? grant.leaseExpiresAt
-        _ = try await database.value(
+        let secondsAfterStart = writtenBy.timeIntervalSince(grant.startedAt)
+        try await performReadingTheClock(
             "budget write report",
-            "SELECT lead_relay_budget_written(\(grant.id), \(writtenBy.timeIntervalSince(grant.startedAt)))",
-            as: Bool.self)
+            "SELECT lead_relay_budget_written(\(grant.id), \(secondsAfterStart)), clock_timestamp()")
     }
 
     /// Ends the grant's lease; its start still counts in the window. Releasing twice is harmless.
     public func release(_ grant: Grant) async throws {
-        _ = try await database.value(
-            "budget release", "SELECT lead_relay_budget_release(\(grant.id))", as: Bool.self)
+        try await performReadingTheClock(
+            "budget release", "SELECT lead_relay_budget_release(\(grant.id)), clock_timestamp()")
+    }
+
+    /// Runs `query`, whose answer is one row of a boolean and the database's clock, and keeps the clock's reading:
+    /// every reading may tighten the bounds of the clocks' offset, and so how close to a grant's instant its
+    /// request can be written.
+    private func performReadingTheClock(_ name: String, _ query: PostgresQuery) async throws {
+        let sentAt = ContinuousClock.now
+        let row = try await database.perform(name) { client, logger in
+            try await client.query(query, logger: logger).decode((Bool, Date).self).firstOfAll()
+        }
+        let answeredAt = ContinuousClock.now
+        guard let (_, reading) = row else { return }
+        databaseClock.withLock { $0.record(reading, sent: sentAt, answered: answeredAt) }
     }
 
     /// Whether the database answers and the budget's table is there (for a readiness check).
