@@ -15,9 +15,9 @@ public struct SimulatorRequestContext: RequestContext {
     }
 }
 
-/// What the API does before a route runs: answer 429 to requests `BudgetAccountingHandler` found
-/// over the budget, inject faults, check the bearer token, and check the `POST /leads` body against
-/// the contract.
+/// What the API does around a route: answer 429 to requests `BudgetAccountingHandler` found
+/// over the budget, inject faults, check the bearer token, check the `POST /leads` body against
+/// the contract, and lose the answer to a `POST /leads` that stored its lead (`storeThenFailRate`).
 struct APIGateMiddleware: RouterMiddleware {
     typealias Context = SimulatorRequestContext
 
@@ -107,7 +107,15 @@ struct APIGateMiddleware: RouterMiddleware {
                 400, "the request body does not satisfy createLeadRequest", traceparent: traceparent, errors: violations
             )
         }
-        return try await next(request, context)
+        let response = try await next(request, context)
+        guard response.status == .ok, let lost = state.takeLostAnswer() else { return response }
+        switch lost {
+        case .badGateway:
+            return problem(502, "the lead was stored, then the answer was lost (injected)", traceparent: traceparent)
+        case .dropped:
+            try await context.channel.close()
+            throw ConnectionDropped()
+        }
     }
 
     private func problem(

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import OpenAPIHummingbird
+import OpenAPIRuntime
 import ServiceLifecycle
 
 /// The Seeker Leads API simulator: the generated server stubs over Hummingbird, an OAuth2 token
@@ -21,8 +22,11 @@ public enum SeekerLeadsSimulator {
         let state = SimulatorState(options: options)
         let router = Router(context: SimulatorRequestContext.self)
         router.add(middleware: APIGateMiddleware(state: state))
+        // ErrorHandlingMiddleware: a request the generated code cannot decode (a required query parameter
+        // missing, `limit=x`) is a 400, not a 500.
         try SimulatorAPI(state: state).registerHandlers(
-            on: router, configuration: .init(jsonEncodingOptions: [.withoutEscapingSlashes]))
+            on: router, configuration: .init(jsonEncodingOptions: [.withoutEscapingSlashes]),
+            middlewares: [ErrorHandlingMiddleware()])
         addTokenRoute(to: router, state: state)
         addAdminRoutes(to: router, state: state)
         let application = Application(
@@ -124,6 +128,22 @@ public enum SeekerLeadsSimulator {
                 body: .init(byteBuffer: ByteBuffer(bytes: json)))
         }
         router.get("/_sim/requests") { _, _ in jsonResponse(200, state.requestLog) }
+        router.post("/_sim/erase") { request, context -> Response in
+            var request = request
+            let body = try await request.collectBody(upTo: 1024 * 1024)
+            guard let erase = try? JSONDecoder().decode(EraseRequest.self, from: Data(body.readableBytesView)),
+                (erase.leadIds == nil) == (erase.all == true)
+            else {
+                return jsonResponse(400, ["error": #"body must be {"leadIds": [...]} or {"all": true}"#])
+            }
+            return jsonResponse(200, ["erased": state.erase(leadIDs: erase.leadIds)])
+        }
+    }
+
+    /// `POST /_sim/erase`: GDPR-erase these stored leads, or all of them.
+    private struct EraseRequest: Decodable {
+        let leadIds: [String]?
+        let all: Bool?
     }
 
     private static func jsonResponse(_ status: Int, _ value: some Encodable) -> Response {
@@ -153,6 +173,8 @@ public struct SimulatorController: Sendable {
     public func storedLeadBodies() -> [Data] { state.storedLeadBodies }
     /// Every API request seen (bounded), in answer order.
     public func requestLog() -> [SimulatorRequestRecord] { state.requestLog }
+    /// GDPR-erases the stored leads with these ids (every stored lead when nil); returns the ids erased now.
+    @discardableResult public func eraseLeads(ids: [String]?) -> [String] { state.erase(leadIDs: ids) }
 }
 
 /// A simulator started with `SeekerLeadsSimulator.start(options:logger:)`.

@@ -18,7 +18,7 @@ struct SimulatorAPI: APIProtocol {
     func createLead(_ input: Operations.createLead.Input) async throws -> Operations.createLead.Output {
         guard case .json(let request) = input.body else { return .undocumented(statusCode: 415, .init()) }
         let canonicalBody = try Self.canonicalEncoder.encode(request)
-        _ = state.store(request, canonicalBody: canonicalBody, at: Date())
+        _ = state.store(request, canonicalBody: canonicalBody)
         return .ok(
             .init(body: .json(.init(title: "Lead submitted successfully", requestId: UUID().uuidString.lowercased()))))
     }
@@ -37,8 +37,13 @@ struct SimulatorAPI: APIProtocol {
                         Self.problem(400, "minDate..maxDate must be a period of at most 7 days")))
             )
         }
-        let (page, hasMore) = state.leads(
-            minDate: query.minDate, maxDate: query.maxDate, after: query.start, limit: limit)
+        guard
+            let (page, hasMore) = state.visibleLeads(
+                minDate: query.minDate, maxDate: query.maxDate, after: query.start, limit: limit)
+        else {
+            return .badRequest(
+                .init(body: .application_problem_plus_json(Self.problem(400, "start is not a known leadId"))))
+        }
         let basePath = "/leads?minDate=\(query.minDate)&maxDate=\(query.maxDate)&limit=\(limit)"
         let selfLink = basePath + (query.start.map { "&start=\($0)" } ?? "")
         let nextLink = hasMore ? page.last.map { basePath + "&start=\($0.leadId)" } : nil
@@ -52,7 +57,7 @@ struct SimulatorAPI: APIProtocol {
     }
 
     func getLead(_ input: Operations.getLead.Input) async throws -> Operations.getLead.Output {
-        guard let lead = state.lead(id: input.path.leadId) else {
+        guard let lead = state.visibleLead(id: input.path.leadId) else {
             return .notFound(.init(body: .application_problem_plus_json(Self.problem(404, "no lead with this id"))))
         }
         return .ok(.init(body: .json(Self.classifiedLead(lead))))
@@ -98,18 +103,16 @@ struct SimulatorAPI: APIProtocol {
         )
     }
 
+    /// The listing's view of a stored lead: `processedAt` is its ingestion time. An erased lead keeps its ids,
+    /// dates and classifiedId, and loses every contact field (email too, though the contract's list omits it:
+    /// a client must not count on it) and its phone numbers.
     private static func classifiedLead(_ lead: StoredLead) -> Components.Schemas.classifiedLead {
         let request = lead.request
         let threeYears: TimeInterval = 3 * 365.25 * 86_400
-        return Components.Schemas.classifiedLead(
-            metadata: .init(
-                leadId: lead.leadId,
-                portal: "SLG-FRA",
-                category: .CLASSIFIED,
-                processedAt: dateTime(lead.ingestedAt),
-                deletionDate: dateTime(lead.ingestedAt.addingTimeInterval(threeYears))
-            ),
-            contactRequest: .init(
+        let contactRequest: Components.Schemas.contactRequest =
+            lead.erased
+            ? .init(phoneNumbers: [], submittedDate: request.submittedDate)
+            : .init(
                 firstName: request.firstName,
                 lastName: request.lastName,
                 name: [request.firstName, request.lastName].compactMap { $0 }.joined(separator: " "),
@@ -119,7 +122,16 @@ struct SimulatorAPI: APIProtocol {
                 message: request.message,
                 phoneNumbers: request.phoneNumbers,
                 submittedDate: request.submittedDate
+            )
+        return Components.Schemas.classifiedLead(
+            metadata: .init(
+                leadId: lead.leadId,
+                portal: "SLG-FRA",
+                category: .CLASSIFIED,
+                processedAt: dateTime(lead.ingestedAt),
+                deletionDate: dateTime(lead.ingestedAt.addingTimeInterval(threeYears))
             ),
+            contactRequest: contactRequest,
             property: .init(classifiedId: request.classifiedId)
         )
     }

@@ -21,6 +21,18 @@ public struct SimulatorFaults: Sendable, Codable, Equatable {
     public var tokenEndpointOutage: Bool = false
     /// Forget every issued OAuth2 token now (the static token stays valid); one-shot.
     public var revokeIssuedTokens: Bool = false
+    /// The probability that `POST /leads` stores the lead and then loses the answer: a 502, or the connection
+    /// closed without a response after the body was read (see `storeThenFailDropShare`).
+    public var storeThenFailRate: Double = 0
+    /// The share of those lost answers that are dropped connections; the rest are 502s. Not random: the lost
+    /// answers alternate so that, of the first `n`, `floor(n × share)` are drops (0.5: 502, drop, 502, drop...).
+    public var storeThenFailDropShare: Double = 0.5
+    /// A stored lead is listed by `GET /leads` and found by `GET /leads/{leadId}` only this long after it was
+    /// stored; its ingestion time stays the moment it was stored. Duplicates are counted at once.
+    public var ingestionDelayMs: Int = 0
+    /// The probability that a lead is GDPR-erased as it is stored: `GET` answers null contact fields and no
+    /// phone numbers (`POST /_sim/erase` erases stored leads by id).
+    public var erasedLeadRate: Double = 0
 
     public init() {}
 
@@ -44,6 +56,15 @@ public struct SimulatorFaults: Sendable, Codable, Equatable {
             try container.decodeIfPresent(Bool.self, forKey: .tokenEndpointOutage) ?? defaults.tokenEndpointOutage
         revokeIssuedTokens =
             try container.decodeIfPresent(Bool.self, forKey: .revokeIssuedTokens) ?? defaults.revokeIssuedTokens
+        storeThenFailRate =
+            try container.decodeIfPresent(Double.self, forKey: .storeThenFailRate) ?? defaults.storeThenFailRate
+        storeThenFailDropShare =
+            try container.decodeIfPresent(Double.self, forKey: .storeThenFailDropShare)
+            ?? defaults.storeThenFailDropShare
+        ingestionDelayMs =
+            try container.decodeIfPresent(Int.self, forKey: .ingestionDelayMs) ?? defaults.ingestionDelayMs
+        erasedLeadRate =
+            try container.decodeIfPresent(Double.self, forKey: .erasedLeadRate) ?? defaults.erasedLeadRate
     }
 }
 

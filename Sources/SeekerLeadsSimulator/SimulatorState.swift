@@ -21,6 +21,11 @@ public struct SimulatorStats: Sendable, Codable, Equatable {
     /// Hits on the token endpoint.
     public var tokenRequests: Int
     public var tokensIssued: Int
+    /// `POST /leads` answers lost after the lead was stored (the `storeThenFailRate` fault), by kind: `502` and
+    /// `dropped`. Each is a lead the client cannot know was stored.
+    public var answersLostAfterStoring: [String: Int]
+    /// Stored leads GDPR-erased (the `erasedLeadRate` fault and `POST /_sim/erase`).
+    public var leadsErased: Int
 }
 
 /// One API request as the simulator saw it, for tests that check timing.
@@ -40,8 +45,18 @@ struct StoredLead: Sendable {
     let leadId: String
     let ingestedAtUnixSeconds: Int64
     let ingestedAt: Date
+    /// When `GET` starts to see it (the `ingestionDelayMs` fault).
+    let visibleAt: ContinuousClock.Instant
     let canonicalBody: Data
     let request: Components.Schemas.createLeadRequest
+    /// GDPR-erased: `GET` answers no contact data.
+    var erased: Bool
+}
+
+/// How a `POST /leads` answer is lost after the lead was stored.
+enum LostAnswer: String {
+    case badGateway = "502"
+    case dropped
 }
 
 /// Everything the simulator remembers, behind one lock: handlers are short and never await inside it.
@@ -67,7 +82,10 @@ final class SimulatorState: Sendable {
         var maxStartsPerWindow = 0
         var violationsByKind: [String: Int] = [:]
         var requestsByStatus: [String: Int] = [:]
+        /// In ingestion order, which is also `ingestedAt` order (`store` never lets the clock go back).
         var leads: [StoredLead] = []
+        var lastIngestedAt = Date(timeIntervalSince1970: 0)
+        var answersLostAfterStoring: [String: Int] = [:]
         var leadIndexByID: [String: Int] = [:]
         var storedBodies: Set<Data> = []
         var duplicateLeadsReceived = 0
@@ -211,15 +229,21 @@ final class SimulatorState: Sendable {
 
     // MARK: - Leads
 
-    func store(_ request: Components.Schemas.createLeadRequest, canonicalBody: Data, at now: Date) -> StoredLead {
-        counters.withLock { state in
+    func store(_ request: Components.Schemas.createLeadRequest, canonicalBody: Data) -> StoredLead {
+        let now = ContinuousClock.now
+        return counters.withLock { state in
             if !state.storedBodies.insert(canonicalBody).inserted { state.duplicateLeadsReceived += 1 }
+            // Read in the lock, so that ingestion times grow with the leads' order and a cursor is a time too.
+            let ingestedAt = max(Date(), state.lastIngestedAt)
+            state.lastIngestedAt = ingestedAt
             let lead = StoredLead(
                 leadId: String(format: "lead-%012d", state.leads.count + 1),
-                ingestedAtUnixSeconds: Int64(now.timeIntervalSince1970),
-                ingestedAt: now,
+                ingestedAtUnixSeconds: Int64(ingestedAt.timeIntervalSince1970.rounded(.down)),
+                ingestedAt: ingestedAt,
+                visibleAt: now.advanced(by: .milliseconds(state.faults.ingestionDelayMs)),
                 canonicalBody: canonicalBody,
-                request: request
+                request: request,
+                erased: state.faults.erasedLeadRate > 0 && Double.random(in: 0..<1) < state.faults.erasedLeadRate
             )
             state.leadIndexByID[lead.leadId] = state.leads.count
             state.leads.append(lead)
@@ -227,17 +251,38 @@ final class SimulatorState: Sendable {
         }
     }
 
-    /// Leads ingested in `minDate...maxDate` after the lead `start`, at most `limit`, and whether more follow.
-    func leads(minDate: Int64, maxDate: Int64, after start: String?, limit: Int) -> (page: [StoredLead], hasMore: Bool)
-    {
+    /// Whether the answer to a `POST /leads` that stored its lead is lost, and how (the `storeThenFail` faults).
+    func takeLostAnswer() -> LostAnswer? {
         counters.withLock { state in
-            let firstIndex = start.flatMap { state.leadIndexByID[$0].map { $0 + 1 } } ?? 0
+            let faults = state.faults
+            guard faults.storeThenFailRate > 0, Double.random(in: 0..<1) < faults.storeThenFailRate else { return nil }
+            let lostSoFar = Double(state.answersLostAfterStoring.values.reduce(0, +))
+            let share = min(max(faults.storeThenFailDropShare, 0), 1)
+            let lost: LostAnswer =
+                ((lostSoFar + 1) * share).rounded(.down) > (lostSoFar * share).rounded(.down) ? .dropped : .badGateway
+            state.answersLostAfterStoring[lost.rawValue, default: 0] += 1
+            return lost
+        }
+    }
+
+    /// The leads `GET` sees now, ingested in `minDate...maxDate` after the lead `start`, at most `limit`, and
+    /// whether more follow; nil when `start` is no lead's id.
+    func visibleLeads(minDate: Int64, maxDate: Int64, after start: String?, limit: Int)
+        -> (page: [StoredLead], hasMore: Bool)?
+    {
+        let now = ContinuousClock.now
+        return counters.withLock { state in
+            var index = 0
+            if let start {
+                guard let cursor = state.leadIndexByID[start] else { return nil }
+                index = cursor + 1
+            }
+            index = max(index, Self.firstIndex(in: state.leads, ingestedAtOrAfter: minDate))
             var page: [StoredLead] = []
-            var index = firstIndex
-            while index < state.leads.count {
+            while index < state.leads.count, state.leads[index].ingestedAtUnixSeconds <= maxDate {
                 let lead = state.leads[index]
                 index += 1
-                guard (minDate...maxDate).contains(lead.ingestedAtUnixSeconds) else { continue }
+                guard lead.visibleAt <= now else { continue }
                 if page.count == limit { return (page, true) }
                 page.append(lead)
             }
@@ -245,8 +290,36 @@ final class SimulatorState: Sendable {
         }
     }
 
-    func lead(id: String) -> StoredLead? {
-        counters.withLock { state in state.leadIndexByID[id].map { state.leads[$0] } }
+    /// Binary search: `leads` is in ingestion-time order.
+    private static func firstIndex(in leads: [StoredLead], ingestedAtOrAfter minDate: Int64) -> Int {
+        var low = 0
+        var high = leads.count
+        while low < high {
+            let middle = (low + high) / 2
+            if leads[middle].ingestedAtUnixSeconds < minDate { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
+    /// The lead, if `GET` sees it now.
+    func visibleLead(id: String) -> StoredLead? {
+        let now = ContinuousClock.now
+        return counters.withLock { state in
+            state.leadIndexByID[id].map { state.leads[$0] }.flatMap { $0.visibleAt <= now ? $0 : nil }
+        }
+    }
+
+    /// GDPR-erases the stored leads with these ids (all of them when nil); returns the ids erased now.
+    func erase(leadIDs: [String]?) -> [String] {
+        counters.withLock { state in
+            let indices = leadIDs.map { $0.compactMap { state.leadIndexByID[$0] } } ?? Array(state.leads.indices)
+            var erased: [String] = []
+            for index in indices where !state.leads[index].erased {
+                state.leads[index].erased = true
+                erased.append(state.leads[index].leadId)
+            }
+            return erased
+        }
     }
 
     var storedLeadBodies: [Data] { counters.withLock { $0.leads.map(\.canonicalBody) } }
@@ -275,7 +348,9 @@ final class SimulatorState: Sendable {
                 violations: state.violationsByKind.values.reduce(0, +),
                 violationsByKind: state.violationsByKind,
                 tokenRequests: state.tokenRequests,
-                tokensIssued: state.tokensIssued
+                tokensIssued: state.tokensIssued,
+                answersLostAfterStoring: state.answersLostAfterStoring,
+                leadsErased: state.leads.filter(\.erased).count
             )
         }
     }

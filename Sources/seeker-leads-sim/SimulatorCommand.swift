@@ -29,6 +29,14 @@ struct SimulatorCommand: AsyncParsableCommand {
     @Flag(help: "Send Retry-After as an HTTP-date.") var retryAfterHttpDate = false
     @Option(help: "Probability of closing the connection without answering.") var dropConnectionRate = 0.0
     @Flag(help: "The token endpoint answers 503.") var tokenOutage = false
+    @Option(help: "Probability that POST /leads stores the lead, then loses the answer (502 or dropped connection).")
+    var storeThenFailRate = 0.0
+    @Option(help: "Share of those lost answers that are dropped connections (the rest: 502), alternating.")
+    var storeThenFailDropShare = 0.5
+    @Option(help: "A stored lead becomes visible to GET /leads only this many milliseconds after it was stored.")
+    var ingestionDelayMs = 0
+    @Option(help: "Probability that a lead is GDPR-erased as it is stored (GET shows no contact data).")
+    var erasedLeadRate = 0.0
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "info"
 
     func run() async throws {
@@ -45,6 +53,10 @@ struct SimulatorCommand: AsyncParsableCommand {
         faults.retryAfterAsHTTPDate = retryAfterHttpDate
         faults.dropConnectionRate = dropConnectionRate
         faults.tokenEndpointOutage = tokenOutage
+        faults.storeThenFailRate = storeThenFailRate
+        faults.storeThenFailDropShare = storeThenFailDropShare
+        faults.ingestionDelayMs = ingestionDelayMs
+        faults.erasedLeadRate = erasedLeadRate
 
         var options = SimulatorOptions()
         options.host = host

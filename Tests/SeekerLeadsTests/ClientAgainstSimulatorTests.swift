@@ -269,46 +269,22 @@ struct SimulatorFixture: Sendable {
         var faults = SimulatorFaults()
         faults.latencyMs = 3000
         let fixture = try await SimulatorFixture.start(faults: faults, oauth: false)
-        var configuration = HTTPClient.Configuration()
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 16
-        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
-            for index in 0..<11 {
-                group.addTask {
-                    var request = HTTPClientRequest(url: fixture.simulator.baseURL + "/leads")
-                    request.method = .POST
-                    request.headers.add(name: "Content-Type", value: "application/json")
-                    request.headers.add(name: "Authorization", value: "Bearer test-static-token")
-                    request.headers.add(name: "User-Agent", value: "test/1")
-                    request.body = .bytes(validLeadBody(index))
-                    let response = try await http.execute(request, timeout: .seconds(60))
-                    _ = try await response.body.collect(upTo: 1 << 20)
-                    return Int(response.status.code)
-                }
-            }
-            return try await group.reduce(into: []) { $0.append($1) }
-        }
+        let http = SimulatorHTTP(fixture.simulator, paced: false)
+        let statuses = try await http.concurrentStatuses((0..<11).map { ("POST", "/leads", validLeadBody($0)) })
         let stats = await fixture.simulator.stats()
         #expect(stats.maxConcurrency == 11)
         #expect(stats.violationsByKind["concurrency", default: 0] == 1)
-        #expect(statuses.sorted() == Array(repeating: 200, count: 10) + [429])
+        #expect(statuses == Array(repeating: 200, count: 10) + [429])
         try await http.shutdown()
         try await fixture.stop()
     }
 
     @Test func simulatorRejectsInvalidBodiesAndMissingTokens() async throws {
         let fixture = try await SimulatorFixture.start(oauth: false)
-        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        let http = SimulatorHTTP(fixture.simulator)
         func post(_ body: String, token: String?) async throws -> (Int, String) {
-            var request = HTTPClientRequest(url: fixture.simulator.baseURL + "/leads")
-            request.method = .POST
-            request.headers.add(name: "Content-Type", value: "application/json")
-            request.headers.add(name: "User-Agent", value: "test/1")
-            if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
-            request.body = .bytes(Array(body.utf8))
-            let response = try await http.execute(request, timeout: .seconds(30))
-            let bytes = try await response.body.collect(upTo: 1 << 20)
-            return (Int(response.status.code), String(buffer: bytes))
+            let answer = try await http.send("POST", "/leads", body: Array(body.utf8), token: token)
+            return (answer.status, String(decoding: answer.body, as: UTF8.self))
         }
         let (unauthorized, _) = try await post(String(decoding: validLeadBody(1), as: UTF8.self), token: "wrong")
         #expect(unauthorized == 401)
