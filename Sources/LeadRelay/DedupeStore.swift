@@ -16,10 +16,17 @@ public struct SubmittedLead: Sendable, Equatable {
     public var firstAttemptAt: Date
     /// The input record that was submitted; nil for submissions stored before it was recorded.
     public var inputRecord: RecordPosition?
+    /// The API's id of the lead, for a submission found in its listing by reconciliation; nil for a submission the
+    /// API answered (and for a reconciled one in a store that does not keep it).
+    public var leadId: String?
+
+    /// Whether the submission was found in the API's listing rather than answered: its post's answer was lost, so
+    /// it has no HTTP status (0), request id or title.
+    public var isReconciled: Bool { httpStatus == 0 }
 
     public init(
         dedupeKey: String, requestId: String, title: String, submittedAt: Date, httpStatus: Int, attempts: Int,
-        firstAttemptAt: Date, inputRecord: RecordPosition? = nil
+        firstAttemptAt: Date, inputRecord: RecordPosition? = nil, leadId: String? = nil
     ) {
         self.dedupeKey = dedupeKey
         self.requestId = requestId
@@ -29,6 +36,7 @@ public struct SubmittedLead: Sendable, Equatable {
         self.attempts = attempts
         self.firstAttemptAt = firstAttemptAt
         self.inputRecord = inputRecord
+        self.leadId = leadId
     }
 }
 
@@ -42,19 +50,20 @@ public final class DedupeStore: Sendable {
 
     private static let lookupSQL = """
         SELECT request_id, title, submitted_at, http_status, attempts, first_attempt_at,
-            input_topic, input_partition, input_offset
+            input_topic, input_partition, input_offset, lead_id
         FROM submitted_leads WHERE dedupe_key = ? AND submitted_at >= ?
         """
     private static let upsertSQL = """
         INSERT INTO submitted_leads
             (dedupe_key, request_id, title, submitted_at, http_status, attempts, first_attempt_at,
-             input_topic, input_partition, input_offset)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             input_topic, input_partition, input_offset, lead_id)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT(dedupe_key) DO UPDATE SET
             request_id = excluded.request_id, title = excluded.title, submitted_at = excluded.submitted_at,
             http_status = excluded.http_status, attempts = excluded.attempts,
             first_attempt_at = excluded.first_attempt_at, input_topic = excluded.input_topic,
-            input_partition = excluded.input_partition, input_offset = excluded.input_offset
+            input_partition = excluded.input_partition, input_offset = excluded.input_offset,
+            lead_id = excluded.lead_id
         """
 
     /// Opens (creating when missing) the store at `path`.
@@ -98,6 +107,10 @@ public final class DedupeStore: Sendable {
                     ALTER TABLE submitted_leads ADD COLUMN input_partition INTEGER;
                     ALTER TABLE submitted_leads ADD COLUMN input_offset INTEGER;
                     """)
+        }
+        // A submission found by reconciliation has the API's lead id, and no answer of its post.
+        migrator.registerMigration("v3-lead-id") { db in
+            try db.execute(sql: "ALTER TABLE submitted_leads ADD COLUMN lead_id TEXT")
         }
         // Relays starting at once on one new file race to create the schema: the loser's migration fails on what
         // the winner created, and its next attempt finds it recorded as done.
@@ -143,7 +156,7 @@ public final class DedupeStore: Sendable {
             inputRecord: inputTopic.flatMap { topic in
                 guard let inputPartition, let inputOffset else { return nil }
                 return RecordPosition(topic: topic, partition: inputPartition, offset: inputOffset)
-            })
+            }, leadId: row[9])
     }
 
     /// Remembers `lead`, replacing an older (expired) submission of the same key.
@@ -153,7 +166,7 @@ public final class DedupeStore: Sendable {
             try statement.execute(arguments: [
                 lead.dedupeKey, lead.requestId, lead.title, lead.submittedAt.timeIntervalSince1970, lead.httpStatus,
                 lead.attempts, lead.firstAttemptAt.timeIntervalSince1970, lead.inputRecord?.topic,
-                lead.inputRecord?.partition, lead.inputRecord?.offset,
+                lead.inputRecord?.partition, lead.inputRecord?.offset, lead.leadId,
             ])
         }
     }

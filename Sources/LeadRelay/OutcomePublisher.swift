@@ -116,9 +116,20 @@ struct OutcomePublisher: Sendable {
         json.field("eventId", string: identity.eventID)
         json.field("eventSource", string: identity.eventSource)
         json.field("classifiedId", string: identity.classifiedID)
-        json.field("requestId", string: lead.requestId)
-        json.field("title", string: lead.title)
-        json.field("httpStatus", integer: lead.httpStatus)
+        if lead.isReconciled {
+            // The API never answered the post that stored it: there is no request id, title or status to give.
+            json.field("requestId", rawJSON: "null")
+            json.field("title", rawJSON: "null")
+            json.field("httpStatus", rawJSON: "null")
+        } else {
+            json.field("requestId", string: lead.requestId)
+            json.field("title", string: lead.title)
+            json.field("httpStatus", integer: lead.httpStatus)
+        }
+        json.field("reconciled", rawJSON: lead.isReconciled ? "true" : "false")
+        if let leadId = lead.leadId {
+            json.field("leadId", string: leadId)
+        }
         json.field("attempts", integer: attempts)
         json.field("firstAttemptAt", string: RFC3339Milliseconds.format(lead.firstAttemptAt))
         json.field("submittedAt", string: RFC3339Milliseconds.format(lead.submittedAt))

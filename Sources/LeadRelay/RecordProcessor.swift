@@ -24,6 +24,11 @@ struct RecordProcessor: Sendable {
     let retryDeadline: Duration?
     /// The longest one API request lasts (`SEEKER_LEADS_TIMEOUT_MS`).
     let requestTimeout: Duration
+    /// Looks up the leads whose attempt may have stored them before they are posted again.
+    let reconciler: Reconciler
+    /// How long after an ambiguous attempt its lead is looked up (`LEAD_RELAY_RECONCILE_AFTER_SECONDS`): the API
+    /// lists a lead only once it has processed it.
+    let reconcileAfter: Duration
     let logger: Logger
 
     enum Route: Sendable {
@@ -133,27 +138,54 @@ struct RecordProcessor: Sendable {
         let firstAttemptAt = Date()
         var attempts = 0
         let reservation = ReservationSlot()
+        let doubt = DoubtSlot()
         let gate = gates.attemptGate()
         var deadline = retryDeadline.map { ContinuousClock.now + $0 }
         let liveness = reservationLiveness
+        let fingerprint = LeadFingerprint(event.request)
+        /// The submission of a lead found in the API's listing: its post's answer was lost.
+        @Sendable func reconciled(_ leadId: String) -> SubmittedLead {
+            SubmittedLead(
+                dedupeKey: event.dedupeKey, requestId: "", title: "", submittedAt: Date(), httpStatus: 0,
+                attempts: doubt.attempts, firstAttemptAt: firstAttemptAt, inputRecord: position, leadId: leadId)
+        }
         while true {
             let result: (outcome: SubmissionAttemptOutcome, attempts: Int)
             do {
                 result = try await submitter.submitLeadRetrying(
                     requestBody: body, traceparent: event.traceparent, deadline: deadline,
                     beforeAttempt: {
+                        // Before the attempt's permission: a lead waiting for its lookup holds no slot.
+                        if let pending = doubt.take(),
+                            let leadId = try await reconcile(
+                                pending, fingerprint, key: event.dedupeKey, at: position, in: reservation)
+                        {
+                            throw FoundReconciled(lead: reconciled(leadId))
+                        }
                         try await gate.waitForPermission()
                         try await reserve(event.dedupeKey, at: position, in: reservation, gate: gate)
                         guard commitment.commit() else {
                             gate.withdraw()
                             throw CancellationError()
                         }
+                        doubt.attemptStarting()
                     },
                     mayWrite: { reservation.current?.isLive(for: liveness.atWrite) ?? false },
-                    afterAttempt: { gate.observe($0) })
+                    afterAttempt: { outcome in
+                        gate.observe(outcome)
+                        if doubt.attemptEnded(inDoubt: outcome.isInDoubt, lookAfter: reconcileAfter) {
+                            reconciler.countInDoubt(.ambiguousAnswer)
+                        }
+                    })
             } catch let found as FoundSubmitted {
                 guard commitment.commit() else { return nil }
                 return Self.outcome(of: event, at: position, earlier: found.lead)
+            } catch let found as FoundReconciled {
+                guard let held = reservation.current, commitment.commit(),
+                    await retryingStoreAccess({ try await dedupeStore.recordSubmitted(found.lead, under: held) })
+                        != nil
+                else { return nil }
+                return .submitted(found.lead, LeadIdentity(event))
             } catch is SubmissionWithdrawn {
                 // Asked after the attempt's permission: it is given back, and the next attempt renews the
                 // reservation, or learns that another relay took the key over meanwhile.
@@ -185,12 +217,34 @@ struct RecordProcessor: Sendable {
                         stage: .submit, reason: .rejectedByAPI,
                         message: "the API rejected the lead with HTTP \(httpStatus)", detailsJSON: detailsJSON,
                         httpStatus: httpStatus, attempts: attempts))
-            case .transient(let httpStatus, let description, _):
+            case .transient(let httpStatus, let description, _, _):
                 // During an outage the circuit holds every lead; only a lead that keeps failing while
                 // others get through has exhausted its retries.
                 if gates.isHoldingSubmissions {
                     deadline = retryDeadline.map { ContinuousClock.now + $0 }
                     continue
+                }
+                // A lead given up on may still have been stored: it is looked up first, so that a re-drive of its
+                // dead letter cannot post it twice.
+                if let pending = doubt.take() {
+                    let found: String??
+                    do {
+                        found = try await reconcile(
+                            pending, fingerprint, key: event.dedupeKey, at: position, in: reservation)
+                    } catch let submitted as FoundSubmitted {
+                        return Self.outcome(of: event, at: position, earlier: submitted.lead)
+                    } catch {
+                        found = nil
+                    }
+                    guard let found else { return nil }
+                    if let leadId = found {
+                        let lead = reconciled(leadId)
+                        guard
+                            await retryingStoreAccess({ try await dedupeStore.recordSubmitted(lead, under: held) })
+                                != nil
+                        else { return nil }
+                        return .submitted(lead, LeadIdentity(event))
+                    }
                 }
                 // Not released: the lead may have reached the API, so its key stays reserved until the reservation
                 // lapses, and a re-driven copy posted after that counts as in doubt.
@@ -237,6 +291,38 @@ struct RecordProcessor: Sendable {
         }
     }
 
+    /// Looks the lead of an ambiguous attempt up in the API's listing, once `reconcileAfter` has passed since the
+    /// attempt, keeping its reservation live meanwhile: the API's id of the lead when it has it, nil when not.
+    /// Throws `FoundSubmitted` when the key turns out submitted meanwhile (by another relay, which took it over),
+    /// and `CancellationError` when the task is cancelled.
+    private func reconcile(
+        _ pending: DoubtSlot.Pending, _ fingerprint: LeadFingerprint, key: String, at position: RecordPosition,
+        in slot: ReservationSlot
+    ) async throws -> String? {
+        while ContinuousClock.now < pending.lookAt {
+            try await Task.sleep(until: min(pending.lookAt, .now + .seconds(1)), clock: .continuous)
+            try await keepLive(key, at: position, in: slot)
+        }
+        return try await reconciler.lookUp(fingerprint, firstWrittenAt: pending.since)
+    }
+
+    /// Renews the slot's reservation when it would lapse before an attempt could end.
+    private func keepLive(_ key: String, at position: RecordPosition, in slot: ReservationSlot) async throws {
+        guard let held = slot.current, !held.isLive(for: reservationLiveness.atAttempt) else { return }
+        switch await retryingStoreAccess({ try await dedupeStore.reserve(key, for: position, renewing: held) }) {
+        case nil:
+            throw CancellationError()
+        case .reserved(let renewed)?:
+            slot.current = renewed
+        case .submitted(let lead)?:
+            throw FoundSubmitted(lead: lead)
+        case .heldElsewhere(let other)?:
+            // The reservation lapsed (the store was out of reach): whoever holds the key now posts or finds it.
+            _ = await retryingStoreAccess { try await dedupeStore.waitUntilReleased(other) }
+            try await keepLive(key, at: position, in: slot)
+        }
+    }
+
     /// How long a reservation must still be live when an attempt begins (its wait for the budget, then the request)
     /// and when its request goes out (the request): past that, another relay may take the key over.
     private var reservationLiveness: (atAttempt: Duration, atWrite: Duration) {
@@ -280,6 +366,54 @@ private final class ReservationSlot: Sendable {
 /// The key was found submitted when an attempt was about to reserve it: the record's outcome, with no post.
 private struct FoundSubmitted: Error {
     var lead: SubmittedLead
+}
+
+/// The lead of an ambiguous attempt was found in the API's listing: the record's outcome, with no further post.
+private struct FoundReconciled: Error {
+    var lead: SubmittedLead
+}
+
+/// The attempts of one record, and the ambiguous one whose lead is still to be looked up.
+private final class DoubtSlot: Sendable {
+    struct Pending: Sendable {
+        /// When the first ambiguous attempt not looked up yet started (at or before its write).
+        var since: Date
+        /// When its lead may be looked up: the API lists a lead only once it has processed it.
+        var lookAt: ContinuousClock.Instant
+    }
+
+    private struct State {
+        var attemptStartedAt = Date()
+        var pending: Pending?
+        var attempts = 0
+    }
+
+    private let state = Mutex(State())
+
+    var attempts: Int { state.withLock { $0.attempts } }
+
+    func attemptStarting() {
+        state.withLock { $0.attemptStartedAt = Date() }
+    }
+
+    /// Returns whether the attempt put the lead in doubt (when it was not already).
+    func attemptEnded(inDoubt: Bool, lookAfter delay: Duration) -> Bool {
+        state.withLock { state in
+            state.attempts += 1
+            guard inDoubt else { return false }
+            let since = state.pending?.since ?? state.attemptStartedAt
+            let isNew = state.pending == nil
+            state.pending = Pending(since: since, lookAt: .now + delay)
+            return isNew
+        }
+    }
+
+    func take() -> Pending? {
+        state.withLock { state in
+            defer { state.pending = nil }
+            return state.pending
+        }
+    }
 }
 
 extension KafkaConsumerRecord {

@@ -84,6 +84,8 @@ public struct RelayConfiguration: Sendable {
     public var retryMax: Duration
     /// `nil` retries transient failures forever (`LEAD_RELAY_RETRY_DEADLINE_SECONDS=0`).
     public var retryDeadline: Duration?
+    /// How long after an ambiguous attempt its lead is looked up in the API's listing.
+    public var reconcileAfter: Duration
     public var circuitThreshold: Int
     public var maxPendingRecords: Int
 
@@ -167,6 +169,10 @@ public struct RelayConfiguration: Sendable {
             retryBase: .milliseconds(retryBaseMilliseconds ?? 0),
             retryMax: .milliseconds(retryMaxMilliseconds),
             retryDeadline: retryDeadlineSeconds == 0 ? nil : .seconds(retryDeadlineSeconds),
+            reconcileAfter: .seconds(
+                check(0) { () throws(ConfigurationError) in
+                    try reader.integer("LEAD_RELAY_RECONCILE_AFTER_SECONDS", default: 30, in: 0...86_400)
+                }),
             circuitThreshold: check(0) { () throws(ConfigurationError) in
                 try reader.integer("LEAD_RELAY_CIRCUIT_THRESHOLD", default: 5, in: 1...1_000_000)
             },
@@ -257,6 +263,9 @@ public struct RelayConfiguration: Sendable {
         Variable(
             name: "LEAD_RELAY_RETRY_DEADLINE_SECONDS", defaultValue: "3600",
             meaning: "retry a lead this long, then dead-letter it (0: forever)"),
+        Variable(
+            name: "LEAD_RELAY_RECONCILE_AFTER_SECONDS", defaultValue: "30",
+            meaning: "look a lead in doubt up in the API's listing this long after its ambiguous attempt"),
         Variable(
             name: "LEAD_RELAY_CIRCUIT_THRESHOLD", defaultValue: "5",
             meaning: "consecutive transient API failures that open the circuit"),
@@ -350,7 +359,8 @@ extension RelayConfiguration: CustomStringConvertible {
             seekerLeadsBaseURL: \(seekerLeadsBaseURL.absoluteString), auth: \(auth), \
             seekerLeadsTimeout: \(seekerLeadsTimeout), maxInFlight: \(maxInFlight), rateLimit: \(rateLimit), \
             rateWindow: \(rateWindow), rateMargin: \(rateMargin), retryBase: \(retryBase), retryMax: \(retryMax), \
-            retryDeadline: \(retryDeadline.map { "\($0)" } ?? "forever"), circuitThreshold: \(circuitThreshold), \
+            retryDeadline: \(retryDeadline.map { "\($0)" } ?? "forever"), reconcileAfter: \(reconcileAfter), \
+            circuitThreshold: \(circuitThreshold), \
             maxPendingRecords: \(maxPendingRecords), http: \(httpHost):\(httpPort), \
             dedupeDatabasePath: \(dedupeDatabasePath), dedupeTTL: \(dedupeTTL), \
             database: \(databaseURL.map { "\($0)" } ?? "none"), budgetKey: \(budgetKeyShown), \

@@ -105,7 +105,9 @@ public final class RelayRuntime: Sendable {
                 producer: producer, resultsTopic: configuration.resultsTopic,
                 deadLetterTopic: configuration.deadLetterTopic, logger: logger),
             metrics: metrics, tally: tally, retryDeadline: configuration.retryDeadline,
-            requestTimeout: configuration.seekerLeadsTimeout, logger: logger)
+            requestTimeout: configuration.seekerLeadsTimeout,
+            reconciler: Reconciler(listing: client, logger: logger), reconcileAfter: configuration.reconcileAfter,
+            logger: logger)
         relay = RelayService(
             settings: RelayService.Settings(
                 inputTopic: configuration.inputTopic, shutdownTimeout: configuration.shutdownTimeout,

@@ -1,10 +1,21 @@
 import Metrics
 import Synchronization
 
-/// The client's metrics, created once. Label values are bounded: HTTP status codes, `timeout`,
-/// `connection_error`.
+/// The client's metrics, created once. Label values are bounded: the route (`create_lead`, `list_leads`), HTTP
+/// status codes, `timeout`, `connection_error`.
 final class ClientMetrics: Sendable {
-    private let requestsByCode = Mutex<[String: Counter]>([:])
+    /// The routes the client calls, as the `route` label names them.
+    enum Route: String, CaseIterable {
+        case createLead = "create_lead"
+        case listLeads = "list_leads"
+    }
+
+    private struct SeriesKey: Hashable {
+        var route: Route
+        var code: String
+    }
+
+    private let requestsByCode = Mutex<[SeriesKey: Counter]>([:])
     let requestDuration = Timer(label: "lead_relay_api_request_duration_seconds")
     let retries = Counter(label: "lead_relay_retries_total")
     private let inFlightGauge = Gauge(label: "lead_relay_api_in_flight")
@@ -19,21 +30,28 @@ final class ClientMetrics: Sendable {
     init() {
         requestsByCode.withLock { counters in
             for code in Self.usualCodes {
-                let counter = Counter(label: "lead_relay_api_requests_total", dimensions: [("code", code)])
+                let key = SeriesKey(route: .createLead, code: code)
+                let counter = Self.counter(key)
                 counter.increment(by: 0)
-                counters[code] = counter
+                counters[key] = counter
             }
         }
     }
 
-    func countRequest(code: String) {
+    func countRequest(_ route: Route, code: String) {
+        let key = SeriesKey(route: route, code: code)
         let counter = requestsByCode.withLock { counters -> Counter in
-            if let existing = counters[code] { return existing }
-            let created = Counter(label: "lead_relay_api_requests_total", dimensions: [("code", code)])
-            counters[code] = created
+            if let existing = counters[key] { return existing }
+            let created = Self.counter(key)
+            counters[key] = created
             return created
         }
         counter.increment()
+    }
+
+    private static func counter(_ key: SeriesKey) -> Counter {
+        Counter(
+            label: "lead_relay_api_requests_total", dimensions: [("route", key.route.rawValue), ("code", key.code)])
     }
 
     func requestStarted() {

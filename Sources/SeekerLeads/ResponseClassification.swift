@@ -10,6 +10,24 @@ enum HTTPStatusClass {
     }
 }
 
+/// Which outcomes of a request leave open whether the API acted on it: the one place that decides it.
+///
+/// The API has no idempotency key, so a request that may have been stored is looked up before it is sent again.
+public enum InDoubt {
+    /// An HTTP answer. 500, 502 and 504 (and every other 5xx but 503) say nothing definite: the API, or a gateway
+    /// in front of it, may have stored the lead before failing. 503 and 429 say it was not processed; 408 that
+    /// the request was not read in time; other 4xx are rejections and 2xx acceptances.
+    public static func isInDoubt(httpStatus status: Int) -> Bool {
+        (500..<600).contains(status) && status != 503
+    }
+
+    /// No HTTP answer. Once the request head was written, a timeout or a dropped or reset connection may have come
+    /// after the API read the request; before the write (no connection, a refused connect), nothing reached it.
+    public static func isInDoubt(noAnswerAfterHeadWritten headWritten: Bool) -> Bool {
+        headWritten
+    }
+}
+
 /// A request that got no HTTP answer, described without anything the request carried.
 struct TransportFailure: CustomStringConvertible {
     /// `timeout` or `connection_error`: the metric's code dimension.

@@ -113,12 +113,63 @@ public final class SeekerLeadsClient: Sendable {
             let outcome = try await submitLead(requestBody: requestBody, traceparent: traceparent, mayWrite: mayWrite)
             attempts += 1
             await afterAttempt(outcome)
-            guard case .transient(_, _, let retryAfter) = outcome else { return (outcome, attempts) }
+            guard case .transient(_, _, let retryAfter, _) = outcome else { return (outcome, attempts) }
             let delay = max(retryAfter ?? .zero, configuration.retry.jitteredDelay(afterAttempt: attempts))
             let nextAttemptAt = ContinuousClock.now.advanced(by: delay)
             if let deadline, nextAttemptAt > deadline { return (outcome, attempts) }
             metrics.retries.increment()
             try await Task.sleep(until: nextAttemptAt, clock: .continuous)
+        }
+    }
+
+    /// Every lead the API ingested from `from` to `to` (widened outward to whole seconds, and to at most the
+    /// 7 days one listing may span, the latest ones kept), read page by page: each page is one request through the
+    /// budget. Throws `ReadBackFailed` when a page gets no 200.
+    public func listLeads(ingestedFrom from: Date, to: Date) async throws -> [ListedLead] {
+        let maxDate = Int64(to.timeIntervalSince1970.rounded(.up))
+        let minDate = max(Int64(from.timeIntervalSince1970.rounded(.down)), maxDate - Self.longestListing)
+        var leads: [ListedLead] = []
+        var cursor: String?
+        while true {
+            let page = try await listingPage(minDate: minDate, maxDate: maxDate, after: cursor)
+            let items = page.items ?? []
+            leads += items.map(ListedLead.init)
+            guard page.links?.next != nil, let last = items.last else { return leads }
+            cursor = last.metadata.leadId
+        }
+    }
+
+    /// 7 days, in seconds: the longest span of one `GET /leads`.
+    static let longestListing: Int64 = 7 * 24 * 3600
+
+    private func listingPage(minDate: Int64, maxDate: Int64, after cursor: String?) async throws
+        -> Components.Schemas.paginatedResultSet
+    {
+        var token = try await tokens.token()
+        var refreshed = false
+        while true {
+            let record = ExchangeRecord(bearerToken: token, budget: budget, mayWrite: { true })
+            let input = Operations.listLeads.Input(
+                query: .init(minDate: minDate, maxDate: maxDate, limit: 100, start: cursor))
+            let output: Operations.listLeads.Output
+            do {
+                output = try await ExchangeRecord.$current.withValue(record) { try await api.listLeads(input) }
+            } catch {
+                let transport = TransportFailure(error)
+                metrics.countRequest(.listLeads, code: transport.code)
+                throw ReadBackFailed(description: "GET /leads got no answer: \(transport.description)")
+            }
+            let status = record.response?.status ?? 0
+            metrics.countRequest(.listLeads, code: String(status))
+            switch output {
+            case .ok(let ok):
+                return try ok.body.json
+            case .unauthorized where !refreshed && tokens.canRefresh:
+                token = try await tokens.token(replacing: token)
+                refreshed = true
+            default:
+                throw ReadBackFailed(description: "GET /leads answered HTTP \(status)")
+            }
         }
     }
 
@@ -169,14 +220,17 @@ public final class SeekerLeadsClient: Sendable {
 
         guard let response = record.response else {
             let transport = TransportFailure(failure ?? CancellationError())
-            metrics.countRequest(code: transport.code)
+            metrics.countRequest(.createLead, code: transport.code)
             logger.debug(
                 "API request got no answer",
                 metadata: ["code": "\(transport.code)", "error": "\(transport.description)"])
             return Exchange(
-                status: nil, outcome: .transient(httpStatus: nil, description: transport.description, retryAfter: nil))
+                status: nil,
+                outcome: .transient(
+                    httpStatus: nil, description: transport.description, retryAfter: nil,
+                    inDoubt: InDoubt.isInDoubt(noAnswerAfterHeadWritten: record.wasHeadWritten)))
         }
-        metrics.countRequest(code: String(response.status))
+        metrics.countRequest(.createLead, code: String(response.status))
         logger.debug(
             "API answered",
             metadata: ["http_status": "\(response.status)", "elapsed_ms": "\(elapsed.nanosecondsValue / 1_000_000)"]
@@ -206,7 +260,9 @@ public final class SeekerLeadsClient: Sendable {
                         "http_status": "\(status)", "retry_after_ms": "\(retryAfter.nanosecondsValue / 1_000_000)",
                     ])
             }
-            return .transient(httpStatus: status, description: "HTTP \(status)", retryAfter: retryAfter)
+            return .transient(
+                httpStatus: status, description: "HTTP \(status)", retryAfter: retryAfter,
+                inDoubt: InDoubt.isInDoubt(httpStatus: status))
         default:
             return Self.rejection(status: status, body: response.body)
         }
@@ -245,9 +301,10 @@ public final class SeekerLeadsClient: Sendable {
         case .refused(let status)?:
             return .authenticationFailed(httpStatus: status)
         case .unavailable(let status, _)?:
-            return .transient(httpStatus: status, description: "\(tokenError)", retryAfter: nil)
+            return .transient(httpStatus: status, description: "\(tokenError)", retryAfter: nil, inDoubt: false)
         case nil:
-            return .transient(httpStatus: nil, description: "access token unavailable", retryAfter: nil)
+            return .transient(
+                httpStatus: nil, description: "access token unavailable", retryAfter: nil, inDoubt: false)
         }
     }
 }
@@ -258,6 +315,40 @@ extension SeekerLeadsClient {
         if let withdrawn = error as? SubmissionWithdrawn { return withdrawn }
         return ((error as? ClientError)?.underlyingError).flatMap { $0 as? SubmissionWithdrawn }
     }
+}
+
+/// A lead as `GET /leads` lists it: its id and what identifies the request that made it. The contact fields are
+/// nil for a lead whose contact data was erased (GDPR).
+public struct ListedLead: Sendable, Equatable {
+    public var leadId: String
+    public var classifiedId: String?
+    public var email: String?
+    public var firstName: String?
+    public var lastName: String?
+    public var message: String?
+
+    public init(
+        leadId: String, classifiedId: String?, email: String?, firstName: String?, lastName: String?, message: String?
+    ) {
+        self.leadId = leadId
+        self.classifiedId = classifiedId
+        self.email = email
+        self.firstName = firstName
+        self.lastName = lastName
+        self.message = message
+    }
+
+    init(_ lead: Components.Schemas.classifiedLead) {
+        self.init(
+            leadId: lead.metadata.leadId, classifiedId: lead.property.classifiedId, email: lead.contactRequest.email,
+            firstName: lead.contactRequest.firstName, lastName: lead.contactRequest.lastName,
+            message: lead.contactRequest.message)
+    }
+}
+
+/// A listing of the API's leads that did not complete; nothing about the leads is in it.
+public struct ReadBackFailed: Error, CustomStringConvertible {
+    public let description: String
 }
 
 /// An attempt whose write condition said no once the budget granted it: nothing was sent.

@@ -25,8 +25,9 @@ public enum SubmissionAttemptOutcome: Sendable {
     /// credentials: a fault of the configuration, not of the lead.
     case authenticationFailed(httpStatus: Int)
     /// 408, 429, 5xx, a timeout, a refused or reset connection, an unreachable token endpoint:
-    /// worth retrying. `retryAfter` is the API's `Retry-After`, when it sent one.
-    case transient(httpStatus: Int?, description: String, retryAfter: Duration?)
+    /// worth retrying. `retryAfter` is the API's `Retry-After`, when it sent one. `inDoubt`: the request may
+    /// have reached the API and been stored (`InDoubt` decides), so it is looked up before it is posted again.
+    case transient(httpStatus: Int?, description: String, retryAfter: Duration?, inDoubt: Bool)
     /// Any other 4xx: the lead itself is refused. `detailsJSON` is the problem JSON, or the raw body
     /// as a JSON string when the body is not problem details. `httpStatus` is 0 when the lead was
     /// refused before sending because the body does not decode as `createLeadRequest`.
@@ -35,6 +36,12 @@ public enum SubmissionAttemptOutcome: Sendable {
     /// Whether another attempt may succeed.
     public var isTransient: Bool {
         if case .transient = self { return true }
+        return false
+    }
+
+    /// Whether the attempt may have stored the lead although its answer does not say so.
+    public var isInDoubt: Bool {
+        if case .transient(_, _, _, let inDoubt) = self { return inDoubt }
         return false
     }
 }

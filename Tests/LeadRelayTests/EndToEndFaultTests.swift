@@ -51,6 +51,57 @@ extension EndToEnd {
             await producer.close()
         }
 
+        /// An API that stores a lead and then loses its answer (a 502, or the connection dropped after the body
+        /// was read) for a tenth of the posts, and lists a lead only 2 s after storing it: every lead in doubt is
+        /// looked up before it is posted again, so each is stored exactly once, and those found say so.
+        @Test func leadsWhoseAnswerWasLostAreReconciledAndStoredExactlyOnce() async throws {
+            let scratch = try ScratchDirectory()
+            let kafka = try await KafkaDevProcess(scratch: scratch)
+            let simulator = try await SimulatorProcess(scratch: scratch)
+            var faults = SimulatorFaults()
+            faults.storeThenFailRate = 0.1
+            faults.storeThenFailDropShare = 0.5
+            faults.ingestionDelayMs = 2000
+            try await simulator.setFaults(faults)
+            let producer = try TestProducer(bootstrapServers: kafka.bootstrapServers)
+            let samples = distinctValidLeads(300, namespace: uniqueName("lost-answers"), seed: 13)
+            _ = try await producer.produce(samples)
+
+            var environment = RelayEnvironment(
+                kafka: kafka.bootstrapServers, simulator: simulator, groupID: uniqueName("relay"),
+                dedupeDatabase: scratch.path("dedupe.sqlite"))
+            environment["LEAD_RELAY_RECONCILE_AFTER_SECONDS"] = "3"
+            let relay = try await RelayProcess(environment: environment.variables, scratch: scratch)
+            try await waitUntil("every lead has an outcome", timeout: .seconds(180)) {
+                try await relay.metrics().value("lead_relay_outcomes_total") >= Double(samples.count)
+            }
+            let metrics = try await relay.metrics()
+            let stats = try await simulator.stats()
+            let lost = stats.answersLostAfterStoring.values.reduce(0, +)
+            #expect(
+                stats.answersLostAfterStoring.count == 2, "both kinds of lost answer: \(stats.answersLostAfterStoring)")
+            #expect(lost >= 10)
+            #expect(metrics.value("lead_relay_outcomes_total", ["outcome": "submitted"]) == Double(samples.count))
+            #expect(metrics.value("lead_relay_reconciled_total", ["result": "found"]) == Double(lost))
+            #expect(metrics.value("lead_relay_in_doubt_total", ["cause": "ambiguous_answer"]) == Double(lost))
+            #expect(metrics.value("lead_relay_api_requests_total", ["route": "list_leads", "code": "200"]) > 0)
+            #expect(stats.violations == 0, "budget violations: \(stats.violationsByKind)")
+            try await expectEachLeadStoredOnce(samples, by: simulator)
+            #expect(try await relay.terminate() == .exited(0))
+            expectNoPersonalDataOrSecret(in: relay.process.stderr, samples: samples, token: simulator.token)
+            try await expectOneSubmittedResultPerLeadAndNoDeadLetter(samples, kafka.bootstrapServers, producer)
+            let tail = try TopicTail(topics: [Topics.results], bootstrapServers: kafka.bootstrapServers)
+            let results = try await tail.recordsBeforeEndMarkers(of: [Topics.results], producer: producer)[
+                Topics.results, default: []
+            ].compactMap { jsonObject($0.value) }
+            await tail.close()
+            let reconciled = results.filter { $0["reconciled"] as? Bool == true }
+            #expect(reconciled.count == lost)
+            #expect(reconciled.allSatisfy { ($0["leadId"] as? String)?.hasPrefix("lead-") == true })
+            #expect(reconciled.allSatisfy { $0["requestId"] is NSNull && $0["httpStatus"] is NSNull })
+            await producer.close()
+        }
+
         /// An outage longer than the circuit threshold and the retry deadline: the circuit opens, one
         /// probe at a time goes out, nothing is dead-lettered, and the backlog drains on recovery.
         @Test func apiOutageOpensTheCircuitDeadLettersNothingAndDrainsAfterRecovery() async throws {

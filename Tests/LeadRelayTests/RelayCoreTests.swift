@@ -2,6 +2,7 @@ import Foundation
 import Kafka
 import LeadEvents
 import LeadRelayDemo
+import SeekerLeads
 import TestSupport
 import Testing
 
@@ -97,6 +98,66 @@ import Testing
         let first = try #require(Self.results(relay).first { ($0["input"] as? [String: Any])?["offset"] as? Int == 0 })
         #expect(first["status"] as? String == "DUPLICATE")
         #expect(first["requestId"] as? String == "posted-by-another-relay")
+    }
+
+    /// A 502 may come after the API stored the lead: the lead is looked up before it is posted again. Found, it is
+    /// SUBMITTED as reconciled, with the listing's lead id and no answer's fields, and a later copy is its
+    /// DUPLICATE with the same lead id; not found, it is posted again. Both lookups share listings.
+    @Test func aLeadInDoubtIsLookedUpBeforeItIsPostedAgain() async throws {
+        let leads = Self.distinctLeads(2, namespace: "doubt")
+        let (stored, lost) = (try #require(leads[0].classifiedID), try #require(leads[1].classifiedID))
+        let submitter = ScriptedSubmitter()
+        submitter.answer(stored, with: .storeThenAnswer502)
+        submitter.answer(lost, with: .answer502WithoutStoring)
+        let relay = InProcessRelay(submitter: submitter)
+        try await relay.run {
+            relay.consumer.assign([Self.p0])
+            relay.consumer.deliver(InProcessRelay.records(leads + [leads[0]]))
+            try await waitUntil("every offset committed") { relay.consumer.committed[Self.p0] == 3 }
+        }
+        // The stored lead was posted once; the lost one twice, the second time after the listing had it not.
+        #expect(submitter.received.sorted() == [stored, lost, lost].sorted())
+        #expect(submitter.listings >= 1 && submitter.listings <= 2)
+        let results = Self.results(relay).sorted {
+            ($0["input"] as? [String: Any])?["offset"] as? Int ?? 0 < ($1["input"] as? [String: Any])?["offset"] as? Int
+                ?? 0
+        }
+        #expect(results.count == 3)
+        #expect(results[0]["status"] as? String == "SUBMITTED")
+        #expect(results[0]["reconciled"] as? Bool == true)
+        #expect(results[0]["leadId"] as? String == "lead-1")
+        #expect(
+            results[0]["requestId"] is NSNull && results[0]["httpStatus"] is NSNull && results[0]["title"] is NSNull)
+        #expect(results[1]["status"] as? String == "SUBMITTED")
+        #expect(results[1]["reconciled"] as? Bool == false)
+        #expect(results[1]["httpStatus"] as? Int == 201)
+        #expect(results[2]["status"] as? String == "DUPLICATE")
+        #expect(results[2]["reconciled"] as? Bool == true)
+        #expect(results[2]["leadId"] as? String == "lead-1")
+    }
+
+    /// A listed lead matches a lead in doubt only on every identifying field, and one whose contact data was erased
+    /// (GDPR: null contact fields) matches nothing.
+    @Test func aLeadInDoubtMatchesOnlyAListingWithAllItsIdentifyingFields() throws {
+        let request = try JSONDecoder().decode(
+            CreateLeadRequest.self,
+            from: Data(
+                #"{"firstName":"Ada","lastName":"Doe","email":"Ada@Example.com","phoneNumbers":[{"number":"+33511223344"}],"message":"Visit?","classifiedId":"12ABCDEFGHJK","submittedDate":"2026-12-01T10:00:00Z"}"#
+                    .utf8))
+        let fingerprint = LeadFingerprint(request)
+        let listed = ListedLead(
+            leadId: "lead-1", classifiedId: "12ABCDEFGHJK", email: "ada@example.com", firstName: "Ada",
+            lastName: "Doe", message: "Visit?")
+        #expect(fingerprint.matches(listed))
+        var otherMessage = listed
+        otherMessage.message = "Still available?"
+        #expect(!fingerprint.matches(otherMessage))
+        var otherClassified = listed
+        otherClassified.classifiedId = "12ABCDEFGHJM"
+        #expect(!fingerprint.matches(otherClassified))
+        let erased = ListedLead(
+            leadId: "lead-1", classifiedId: "12ABCDEFGHJK", email: nil, firstName: nil, lastName: nil, message: nil)
+        #expect(!fingerprint.matches(erased))
     }
 
     @Test func aLeadTheStoreAlreadyHoldsIsNotPostedAgain() async throws {

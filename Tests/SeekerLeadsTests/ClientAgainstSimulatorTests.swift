@@ -151,7 +151,7 @@ struct SimulatorFixture: Sendable {
         let (first, attempts) = try await fixture.client.submitLeadRetrying(
             requestBody: validLeadBody(0), traceparent: nil, deadline: nil,
             afterAttempt: { outcome in
-                guard case .transient(429, _, _) = outcome else { return }
+                guard case .transient(429, _, _, _) = outcome else { return }
                 let tasks = (1...5).map { index in
                     Task {
                         try await fixture.client.submitLeadRetrying(

@@ -160,6 +160,8 @@ struct RelayEnvironment {
             // under a tenth of their rate.
             "LEAD_RELAY_RATE_MARGIN_MS": "20",
             "LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS": "10",
+            // The simulator lists a lead as soon as it stores it, unless a test sets an ingestion delay.
+            "LEAD_RELAY_RECONCILE_AFTER_SECONDS": "1",
             "LEAD_RELAY_LOG_LEVEL": "info",
         ]
     }

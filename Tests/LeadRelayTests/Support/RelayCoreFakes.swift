@@ -163,12 +163,16 @@ final class InMemoryProducer: OutcomeProducer {
 
 /// The API as the test scripts it: each request's answer is chosen by its lead's classifiedId. Keeps every request
 /// it received, in order.
-final class ScriptedSubmitter: LeadSubmitter {
+final class ScriptedSubmitter: LeadSubmitter, LeadListing {
     enum Answer: Sendable {
         case accept
         case reject(httpStatus: Int)
         /// No answer until the test releases the lead (or the relay cancels it).
         case holdUntilReleased
+        /// The first post is stored (and listed) but answered with a 502; later posts are accepted.
+        case storeThenAnswer502
+        /// The first post is answered with a 502 and not stored; later posts are accepted.
+        case answer502WithoutStoring
     }
 
     private struct State {
@@ -176,6 +180,8 @@ final class ScriptedSubmitter: LeadSubmitter {
         var received: [String] = []
         var released: Set<String> = []
         var heldRequests: [String: CheckedContinuation<Void, any Error>] = [:]
+        var stored: [ListedLead] = []
+        var listings = 0
     }
 
     private let state = Mutex(State())
@@ -191,15 +197,42 @@ final class ScriptedSubmitter: LeadSubmitter {
         mayWrite: @escaping @Sendable () -> Bool,
         afterAttempt: @Sendable (SubmissionAttemptOutcome) async -> Void
     ) async throws -> (outcome: SubmissionAttemptOutcome, attempts: Int) {
+        var attempts = 0
+        while true {
+            let outcome = try await attempt(
+                requestBody: requestBody, beforeAttempt: beforeAttempt, mayWrite: mayWrite, afterAttempt: afterAttempt)
+            attempts += 1
+            // As the real client retries transient outcomes (here at once).
+            guard outcome.isTransient else { return (outcome, attempts) }
+        }
+    }
+
+    private func attempt(
+        requestBody: [UInt8], beforeAttempt: @Sendable () async throws -> Void,
+        mayWrite: @escaping @Sendable () -> Bool, afterAttempt: @Sendable (SubmissionAttemptOutcome) async -> Void
+    ) async throws -> SubmissionAttemptOutcome {
         try await beforeAttempt()
         guard mayWrite() else { throw SubmissionWithdrawn() }
         let classifiedID = Self.classifiedID(of: requestBody)
         let (answer, sequence) = state.withLock { state in
             state.received.append(classifiedID)
-            return (state.answers[classifiedID] ?? defaultAnswer, state.received.count)
+            let answer = state.answers[classifiedID] ?? defaultAnswer
+            switch answer {
+            case .storeThenAnswer502:
+                state.answers[classifiedID] = .accept
+                state.stored.append(Self.listed(requestBody, leadId: "lead-\(state.received.count)"))
+            case .answer502WithoutStoring:
+                state.answers[classifiedID] = .accept
+            case .accept:
+                state.stored.append(Self.listed(requestBody, leadId: "lead-\(state.received.count)"))
+            case .reject, .holdUntilReleased: break
+            }
+            return (answer, state.received.count)
         }
         let outcome: SubmissionAttemptOutcome
         switch answer {
+        case .storeThenAnswer502, .answer502WithoutStoring:
+            outcome = .transient(httpStatus: 502, description: "HTTP 502", retryAfter: nil, inDoubt: true)
         case .accept:
             outcome = .accepted(requestId: "request-\(sequence)", title: "Lead \(classifiedID)", httpStatus: 201)
         case .reject(let httpStatus):
@@ -211,16 +244,32 @@ final class ScriptedSubmitter: LeadSubmitter {
             } catch {
                 // As the real client: a request cut short is a transient attempt, observed, and the cancellation
                 // then ends the retries.
-                await afterAttempt(.transient(httpStatus: nil, description: "cancelled", retryAfter: nil))
+                await afterAttempt(
+                    .transient(httpStatus: nil, description: "cancelled", retryAfter: nil, inDoubt: false))
                 throw error
             }
             outcome = .accepted(requestId: "request-\(sequence)", title: "Lead \(classifiedID)", httpStatus: 201)
         }
         await afterAttempt(outcome)
-        return (outcome, 1)
+        return outcome
     }
 
     func checkCredentials() async -> Bool { true }
+
+    func listLeads(ingestedFrom from: Date, to: Date) async throws -> [ListedLead] {
+        state.withLock { state in
+            state.listings += 1
+            return state.stored
+        }
+    }
+
+    private static func listed(_ body: [UInt8], leadId: String) -> ListedLead {
+        let object = (try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]) ?? [:]
+        return ListedLead(
+            leadId: leadId, classifiedId: object["classifiedId"] as? String, email: object["email"] as? String,
+            firstName: object["firstName"] as? String, lastName: object["lastName"] as? String,
+            message: object["message"] as? String)
+    }
 
     /// Until `release(classifiedID)`, or throws when the relay cancels the submission.
     private func waitForRelease(of classifiedID: String) async throws {
@@ -253,6 +302,9 @@ final class ScriptedSubmitter: LeadSubmitter {
 
     /// The classifiedId of every request, in the order they arrived.
     var received: [String] { state.withLock { $0.received } }
+
+    /// How many times the relay listed the API's leads.
+    var listings: Int { state.withLock { $0.listings } }
 
     func answer(_ classifiedID: String, with answer: Answer) {
         state.withLock { $0.answers[classifiedID] = answer }
@@ -370,7 +422,7 @@ struct InProcessRelay {
                 producer: producer, resultsTopic: Self.resultsTopic, deadLetterTopic: Self.deadLetterTopic,
                 logger: logger),
             metrics: metrics, tally: OutcomeTally(), retryDeadline: nil, requestTimeout: .seconds(10),
-            logger: logger)
+            reconciler: Reconciler(listing: submitter, logger: logger), reconcileAfter: .zero, logger: logger)
         relay = RelayService(
             settings: RelayService.Settings(
                 inputTopic: Self.inputTopic, shutdownTimeout: shutdownTimeout, maxPendingRecords: maxPendingRecords),
