@@ -112,6 +112,16 @@ public final class DedupeStore: Sendable {
         migrator.registerMigration("v3-lead-id") { db in
             try db.execute(sql: "ALTER TABLE submitted_leads ADD COLUMN lead_id TEXT")
         }
+        // Keys whose post began and came to no outcome yet: one left by a crash is in doubt for the next run.
+        migrator.registerMigration("v4-attempts-begun") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE attempts_begun (
+                        dedupe_key TEXT PRIMARY KEY NOT NULL,
+                        begun_at REAL NOT NULL
+                    ) WITHOUT ROWID
+                    """)
+        }
         // Relays starting at once on one new file race to create the schema: the loser's migration fails on what
         // the winner created, and its next attempt finds it recorded as done.
         for attempt in 1... {
@@ -159,7 +169,7 @@ public final class DedupeStore: Sendable {
             }, leadId: row[9])
     }
 
-    /// Remembers `lead`, replacing an older (expired) submission of the same key.
+    /// Remembers `lead`, replacing an older (expired) submission of the same key; its attempt is over.
     public func recordSubmitted(_ lead: SubmittedLead) throws {
         try pool.write { db in
             let statement = try db.cachedStatement(sql: Self.upsertSQL)
@@ -168,6 +178,29 @@ public final class DedupeStore: Sendable {
                 lead.attempts, lead.firstAttemptAt.timeIntervalSince1970, lead.inputRecord?.topic,
                 lead.inputRecord?.partition, lead.inputRecord?.offset, lead.leadId,
             ])
+            try db.execute(sql: "DELETE FROM attempts_begun WHERE dedupe_key = ?", arguments: [lead.dedupeKey])
+        }
+    }
+
+    /// Notes that a post of `key` begins (before its first attempt). Returns when an earlier one began, if one
+    /// did and came to no outcome: a crash, or a record given up on while in doubt, left it.
+    public func noteAttemptBegun(forKey key: String, at now: Date = Date()) throws -> Date? {
+        try pool.write { db in
+            let earlier = try Double.fetchOne(
+                db, sql: "SELECT begun_at FROM attempts_begun WHERE dedupe_key = ?", arguments: [key])
+            if earlier == nil {
+                try db.execute(
+                    sql: "INSERT INTO attempts_begun (dedupe_key, begun_at) VALUES (?, ?)",
+                    arguments: [key, now.timeIntervalSince1970])
+            }
+            return earlier.map { Date(timeIntervalSince1970: $0) }
+        }
+    }
+
+    /// Forgets the begun post of `key`: it was rejected, or never sent.
+    public func forgetAttempt(forKey key: String) throws {
+        try pool.write { db in
+            try db.execute(sql: "DELETE FROM attempts_begun WHERE dedupe_key = ?", arguments: [key])
         }
     }
 
@@ -177,7 +210,9 @@ public final class DedupeStore: Sendable {
         let cutoff = now.timeIntervalSince1970 - ttl
         return try pool.write { db in
             try db.execute(sql: "DELETE FROM submitted_leads WHERE submitted_at < ?", arguments: [cutoff])
-            return db.changesCount
+            let purged = db.changesCount
+            try db.execute(sql: "DELETE FROM attempts_begun WHERE begun_at < ?", arguments: [cutoff])
+            return purged
         }
     }
 

@@ -72,11 +72,16 @@ final class Reconciler: Sendable {
     private let notFound = Counter(label: "lead_relay_reconciled_total", dimensions: [("result", "not_found")])
     private let inDoubtAfterAnswer = Counter(
         label: "lead_relay_in_doubt_total", dimensions: [("cause", InDoubtCause.ambiguousAnswer.rawValue)])
+    private let inDoubtAfterUnfinishedAttempt = Counter(
+        label: "lead_relay_in_doubt_total", dimensions: [("cause", InDoubtCause.unfinishedAttempt.rawValue)])
 
     /// Why a lead is in doubt, as `lead_relay_in_doubt_total` labels it.
     enum InDoubtCause: String {
         /// A timeout or a dropped connection after the write, or a 500, 502 or 504.
         case ambiguousAnswer = "ambiguous_answer"
+        /// An attempt begun before this one (by a run of this relay that crashed, or a record given up on) that
+        /// came to no outcome. (A shared store's taken-over claims are counted as `claim_taken_over` by its adapter.)
+        case unfinishedAttempt = "unfinished_attempt"
     }
 
     init(
@@ -91,12 +96,14 @@ final class Reconciler: Sendable {
         found.increment(by: 0)
         notFound.increment(by: 0)
         inDoubtAfterAnswer.increment(by: 0)
+        inDoubtAfterUnfinishedAttempt.increment(by: 0)
     }
 
     /// Counts a lead put in doubt.
     func countInDoubt(_ cause: InDoubtCause) {
         switch cause {
         case .ambiguousAnswer: inDoubtAfterAnswer.increment()
+        case .unfinishedAttempt: inDoubtAfterUnfinishedAttempt.increment()
         }
     }
 

@@ -186,6 +186,9 @@ struct RecordProcessor: Sendable {
                         != nil
                 else { return nil }
                 return .submitted(found.lead, LeadIdentity(event))
+            } catch let lookUp as LookUpFirst {
+                doubt.inherit(since: lookUp.since, lookAfter: reconcileAfter)
+                continue
             } catch is SubmissionWithdrawn {
                 // Asked after the attempt's permission: it is given back, and the next attempt renews the
                 // reservation, or learns that another relay took the key over meanwhile.
@@ -196,7 +199,7 @@ struct RecordProcessor: Sendable {
                 // task is cancelled, so another one tells the store.
                 if commitment.isAbandoned, let held = reservation.current {
                     let store = dedupeStore
-                    Task { try? await store.release(held) }
+                    Task { try? await store.release(event.dedupeKey, held) }
                 }
                 return nil
             }
@@ -211,7 +214,9 @@ struct RecordProcessor: Sendable {
                 else { return nil }
                 return .submitted(lead, LeadIdentity(event))
             case .rejected(let httpStatus, _, _, let detailsJSON):
-                guard await retryingStoreAccess({ try await dedupeStore.release(held) }) != nil else { return nil }
+                guard await retryingStoreAccess({ try await dedupeStore.release(event.dedupeKey, held) }) != nil else {
+                    return nil
+                }
                 return .deadLetter(
                     DeadLetter(
                         stage: .submit, reason: .rejectedByAPI,
@@ -279,7 +284,11 @@ struct RecordProcessor: Sendable {
                 throw CancellationError()
             case .reserved(let reserved)?:
                 slot.current = reserved
-                return
+                guard let since = reserved.inDoubtSince else { return }
+                // An attempt before this reservation may have stored the lead: look it up first, without the slot.
+                gate.withdraw()
+                if reserved.claim == nil { reconciler.countInDoubt(.unfinishedAttempt) }
+                throw LookUpFirst(since: since)
             case .submitted(let lead)?:
                 gate.withdraw()
                 throw FoundSubmitted(lead: lead)
@@ -368,6 +377,12 @@ private struct FoundSubmitted: Error {
     var lead: SubmittedLead
 }
 
+/// The reservation says an earlier attempt, begun by `since`, may have stored the lead: it is looked up before an
+/// attempt of this record.
+private struct LookUpFirst: Error {
+    var since: Date
+}
+
 /// The lead of an ambiguous attempt was found in the API's listing: the record's outcome, with no further post.
 private struct FoundReconciled: Error {
     var lead: SubmittedLead
@@ -405,6 +420,15 @@ private final class DoubtSlot: Sendable {
             let isNew = state.pending == nil
             state.pending = Pending(since: since, lookAt: .now + delay)
             return isNew
+        }
+    }
+
+    /// An attempt that began by `since`, before this record's, left the lead in doubt.
+    func inherit(since: Date, lookAfter delay: Duration) {
+        let elapsed = Duration(timeInterval: max(0, Date().timeIntervalSince(since)))
+        let lookAt = ContinuousClock.now + max(.zero, delay - elapsed)
+        state.withLock { state in
+            state.pending = Pending(since: min(since, state.pending?.since ?? since), lookAt: lookAt)
         }
     }
 

@@ -57,6 +57,10 @@ struct LeadReservation: Sendable, Equatable {
     /// The shared store's claim behind it; nil for one process's store, where holding the key in
     /// `KeyedExclusivity` is the reservation, and it never lapses.
     var claim: Claim?
+    /// Set when an attempt to post the lead began before this reservation (another relay's, whose claim was taken
+    /// over, or one of an earlier run of this relay or of another record) and never came to an outcome: the lead
+    /// may be stored already, so it is looked up first. The instant is when that attempt began at the latest.
+    var inDoubtSince: Date? = nil
 
     /// One process's reservation.
     static let local = LeadReservation(claim: nil)
@@ -88,8 +92,8 @@ protocol SubmissionStore: Sendable {
     func waitUntilReleased(_ held: HeldClaim) async throws
     /// Records the lead the API accepted under `reservation`.
     func recordSubmitted(_ lead: SubmittedLead, under reservation: LeadReservation) async throws
-    /// Gives the key up after a rejection, so that a re-driven copy of the lead may post it.
-    func release(_ reservation: LeadReservation) async throws
+    /// Gives `key` up after a rejection (or before any post), so that a re-driven copy of the lead may post it.
+    func release(_ key: String, _ reservation: LeadReservation) async throws
     /// Returns how many expired submissions were removed.
     func purgeExpired(now: Date) async throws -> Int
 }
@@ -98,20 +102,24 @@ extension KafkaConsumer: RelayConsumer {}
 extension KafkaProducer: OutcomeProducer {}
 extension SeekerLeadsClient: LeadSubmitter {}
 
-/// One process's store: `KeyedExclusivity` keeps two records of a key apart, so a reservation is only a lookup.
+/// One process's store: `KeyedExclusivity` keeps two records of a key apart, so a reservation is a lookup, and a
+/// note that an attempt began (which a crash leaves behind, for the next run to find the lead in doubt).
 extension DedupeStore: SubmissionStore {
     func reserve(_ key: String, for position: RecordPosition, renewing: LeadReservation?) throws
         -> LeadReservationOutcome
     {
         if let earlier = try submission(forKey: key, now: Date()) { return .submitted(earlier) }
-        return .reserved(.local)
+        guard renewing == nil else { return .reserved(.local) }
+        return .reserved(LeadReservation(claim: nil, inDoubtSince: try noteAttemptBegun(forKey: key)))
     }
 
     func recordSubmitted(_ lead: SubmittedLead, under reservation: LeadReservation) throws {
         try recordSubmitted(lead)
     }
 
-    func release(_ reservation: LeadReservation) {}
+    func release(_ key: String, _ reservation: LeadReservation) throws {
+        try forgetAttempt(forKey: key)
+    }
 
     func waitUntilReleased(_ held: HeldClaim) {}
 }

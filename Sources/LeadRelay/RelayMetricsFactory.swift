@@ -34,7 +34,7 @@ public struct RelayMetricsFactory: MetricsFactory {
         "lead_relay_repeated_outcomes_total":
             "Published outcomes whose offsets the group refused to commit; the next owner publishes them again.",
         "lead_relay_end_to_end_seconds": "From the record's timestamp to its acknowledged outcome.",
-        "lead_relay_api_requests_total": "Requests to the Seeker Leads API, by HTTP status code.",
+        "lead_relay_api_requests_total": "Requests to the Seeker Leads API, by route and HTTP status code.",
         "lead_relay_api_request_duration_seconds": "Duration of requests to the Seeker Leads API.",
         "lead_relay_api_in_flight": "Requests to the Seeker Leads API outstanding.",
         "lead_relay_budget_wait_seconds": "Time spent waiting for the rate budget before a request.",
@@ -49,7 +49,9 @@ public struct RelayMetricsFactory: MetricsFactory {
         "lead_relay_claims_waited_total": "Times a lead waited for another relay's claim of its dedupe key to end.",
         "lead_relay_claims_taken_over_total": "Claims of a stopped relay taken over after they expired.",
         "lead_relay_in_doubt_total":
-            "Leads posted again although an earlier attempt may have reached the API, by cause.",
+            "Leads an earlier attempt may have stored without saying so, looked up before being posted again, by cause.",
+        "lead_relay_reconciled_total": "Look-ups of leads in doubt in the API's listing, by result (found or not).",
+        "lead_relay_reconciliations_waiting": "Leads in doubt waiting for a listing of the API's leads.",
     ]
 
     static let durationBuckets: [String: [Duration]] = [

@@ -58,13 +58,13 @@ struct SharedSubmissionStore: SubmissionStore {
             metrics.claimsTakenOver.increment()
             metrics.inDoubtAfterTakeOver.increment()
             logger.warning(
-                "took over an expired claim: the lead is posted again and may reach the API twice",
+                "took over an expired claim: the lead is looked up in the API's listing before it is posted again",
                 metadata: [
                     "previous_owner": "\(previousOwner)", "previous_partition": "\(previousRecord.partition)",
                     "previous_offset": "\(previousRecord.offset)", "topic": "\(record.topic)",
                     "partition": "\(record.partition)", "offset": "\(record.offset)", "attempt": "\(claim.attempts)",
                 ])
-            return .reserved(LeadReservation(claim: claim))
+            return .reserved(LeadReservation(claim: claim, inDoubtSince: claim.firstAttemptAt))
         case .alreadySubmitted(let submission):
             return .submitted(SubmittedLead(submission))
         case .held(let held):
@@ -92,7 +92,7 @@ struct SharedSubmissionStore: SubmissionStore {
         }
     }
 
-    func release(_ reservation: LeadReservation) async throws {
+    func release(_ key: String, _ reservation: LeadReservation) async throws {
         guard let claim = reservation.claim else { return }
         try await store.release(claim)
     }

@@ -39,6 +39,10 @@ public final class SeekerLeadsClient: Sendable {
             decompression: .disabled
         )
         httpConfiguration.httpVersion = .http1Only
+        // Spare idle connections, opened one at a time once the first one is up: a start on a fresh connection
+        // reaches the API's reading of it later than one on an open connection (the accept and the new channel
+        // come first), by more than the budget's margin on a busy host, which bunches the first window's arrivals.
+        httpConfiguration.connectionPool.preWarmedHTTP1ConnectionCount = configuration.budget.maxInFlight
         // One event loop of its own: every connection's writes and their reports to the budget then
         // happen on one thread, with no hop between the write and the report, and no other part of
         // the process (a server sharing the singleton group) can delay them.

@@ -47,6 +47,28 @@ import Testing
         #expect(reopened.checkHealth())
     }
 
+    /// A begun post survives a crash (the store reopened), so the next run finds the lead in doubt since then; a
+    /// submission or a release ends it, and a reconciled submission keeps the API's lead id.
+    @Test func aBegunAttemptOutlivesACrashUntilItsOutcome() throws {
+        let scratch = try ScratchDirectory()
+        let path = scratch.path("d.sqlite")
+        do {
+            let store = try DedupeStore(path: path, ttl: .seconds(3600))
+            #expect(try store.noteAttemptBegun(forKey: "ce:portal|1", at: Self.start) == nil)
+            #expect(try store.noteAttemptBegun(forKey: "ce:portal|2", at: Self.start) == nil)
+        }
+        let reopened = try DedupeStore(path: path, ttl: .seconds(3600))
+        #expect(try reopened.noteAttemptBegun(forKey: "ce:portal|1") == Self.start)
+        var found = Self.lead("ce:portal|1")
+        (found.requestId, found.title, found.httpStatus, found.leadId) = ("", "", 0, "lead-000000000007")
+        try reopened.recordSubmitted(found)
+        #expect(try reopened.noteAttemptBegun(forKey: "ce:portal|1") == nil)
+        let stored = try #require(try reopened.submission(forKey: "ce:portal|1", now: Self.start))
+        #expect(stored.isReconciled && stored.leadId == "lead-000000000007")
+        try reopened.forgetAttempt(forKey: "ce:portal|2")
+        #expect(try reopened.noteAttemptBegun(forKey: "ce:portal|2") == nil)
+    }
+
     @Test func resubmissionAfterExpiryReplacesTheOldEntry() throws {
         let scratch = try ScratchDirectory()
         let store = try DedupeStore(path: scratch.path("d.sqlite"), ttl: .seconds(60))

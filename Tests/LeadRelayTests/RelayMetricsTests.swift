@@ -33,7 +33,10 @@ func promtoolCheck(_ exposition: String, promtool: String) throws -> (status: In
         let p3 = TopicPartition(topic: "leads.submitted", partition: 3)
         metrics.recordLag([p3: 42], assignment: [p3])
         // As the SeekerLeads module reports them through swift-metrics.
-        Counter(label: "lead_relay_api_requests_total", dimensions: [("code", "201")], factory: factory).increment()
+        Counter(
+            label: "lead_relay_api_requests_total", dimensions: [("route", "create_lead"), ("code", "201")],
+            factory: factory
+        ).increment()
         CoreMetrics.Timer(label: "lead_relay_api_request_duration_seconds", factory: factory)
             .recordMilliseconds(120)
         Meter(label: "lead_relay_api_in_flight", factory: factory).set(3)
@@ -50,6 +53,9 @@ func promtoolCheck(_ exposition: String, promtool: String) throws -> (status: In
         shared.inDoubtAfterTakeOver.increment()
         Counter(label: "lead_relay_database_round_trips_total", dimensions: [("operation", "claim")], factory: factory)
             .increment()
+        // As the Reconciler reports them.
+        Counter(label: "lead_relay_reconciled_total", dimensions: [("result", "found")], factory: factory).increment()
+        Gauge(label: "lead_relay_reconciliations_waiting", factory: factory).record(2)
         return registry
     }
 

@@ -368,7 +368,7 @@ final class InMemorySubmissionStore: SubmissionStore {
         leads.withLock { $0[lead.dedupeKey] = lead }
     }
 
-    func release(_ reservation: LeadReservation) async throws {}
+    func release(_ key: String, _ reservation: LeadReservation) async throws {}
 
     func waitUntilReleased(_ held: HeldClaim) async throws {
         await withCheckedContinuation { waiter in
