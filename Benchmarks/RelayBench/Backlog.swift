@@ -8,6 +8,15 @@ struct KafkaTools {
     let bootstrapServers: String
     let logger: Logger
 
+    /// Produces `count` unique valid leads of `namespace`, of each shape in turn, to `topic`.
+    func produceUniqueLeads(_ count: Int, to topic: String, namespace: String, partitions: Int32) async throws {
+        progress("producing \(count) unique valid leads to \(topic)")
+        try await produce(
+            (0..<count).map {
+                SampleLeads.valid(index: $0, shape: SampleLeads.Shape.allCases[$0 % 3], namespace: namespace)
+            }, to: topic, partitions: partitions)
+    }
+
     /// Produces `records` to explicit partitions, round robin, so every partition holds the same share.
     func produce(_ records: [SampleLeads.Record], to topic: String, partitions: Int32) async throws {
         let producer = try KafkaProducer(

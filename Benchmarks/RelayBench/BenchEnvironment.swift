@@ -40,26 +40,28 @@ struct BenchEnvironment: Sendable {
     /// instead, shared with every relay given the same URL.
     func startRelay(
         input: String, results: String, simulatorURL: String, dedupePath: String, label: String, callsAPI: Bool = true,
-        groupID: String? = nil, databaseURL: String? = nil
+        groupID: String? = nil, databaseURL: String? = nil, settings: [String: String] = [:]
     ) async throws -> RelayProcess {
         let port = try freeLoopbackPort()
         var environment = ProcessInfo.processInfo.environment
         // nil also drops a URL the bench itself was given: a relay without a database must not get one.
         environment["LEAD_RELAY_DATABASE_URL"] = databaseURL
-        environment.merge([
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers,
-            "KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "SEEKER_LEADS_BASE_URL": simulatorURL,
-            "SEEKER_LEADS_TOKEN": "dev-token",
-            "LEAD_RELAY_GROUP_ID": groupID ?? "bench-\(label)-\(UUID().uuidString.prefix(8))",
-            "LEAD_RELAY_INPUT_TOPIC": input,
-            "LEAD_RELAY_RESULTS_TOPIC": results,
-            "LEAD_RELAY_DLQ_TOPIC": Topics.deadLetters,
-            "LEAD_RELAY_HTTP_HOST": "127.0.0.1",
-            "LEAD_RELAY_HTTP_PORT": String(port),
-            "LEAD_RELAY_DEDUPE_DB": dedupePath,
-            "LEAD_RELAY_LOG_LEVEL": "warning",
-        ]) { _, new in new }
+        environment.merge(
+            [
+                "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers,
+                "KAFKA_SESSION_TIMEOUT_MS": "6000",
+                "SEEKER_LEADS_BASE_URL": simulatorURL,
+                "SEEKER_LEADS_TOKEN": "dev-token",
+                "LEAD_RELAY_GROUP_ID": groupID ?? "bench-\(label)-\(UUID().uuidString.prefix(8))",
+                "LEAD_RELAY_INPUT_TOPIC": input,
+                "LEAD_RELAY_RESULTS_TOPIC": results,
+                "LEAD_RELAY_DLQ_TOPIC": Topics.deadLetters,
+                "LEAD_RELAY_HTTP_HOST": "127.0.0.1",
+                "LEAD_RELAY_HTTP_PORT": String(port),
+                "LEAD_RELAY_DEDUPE_DB": dedupePath,
+                "LEAD_RELAY_LOG_LEVEL": "warning",
+            ].merging(settings) { _, setting in setting }
+        ) { _, new in new }
         let process = try ChildProcess(
             name: "lead-relay", executable: callsAPI ? apiRelayBinary : relayBinary, arguments: ["run"],
             environment: environment,
@@ -137,6 +139,7 @@ struct RelayProcess: Sendable {
 enum Topics {
     static let budget = "bench.budget"
     static let sharedBudget = "bench.shared-budget"
+    static let lostAnswers = "bench.lost-answers"
     static let noAPI = "bench.no-api"
     static let million = "bench.million"
     static let results = "bench.results"

@@ -13,10 +13,25 @@ func httpGet(_ url: String) async -> (status: Int, body: [UInt8]) {
     }
 }
 
+/// POST over loopback with a JSON body: the status (0 when the server did not answer).
+func httpPost(_ url: String, json: [UInt8]) async -> Int {
+    do {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(json)
+        return Int(try await HTTPClient.shared.execute(request, timeout: .seconds(10)).status.code)
+    } catch {
+        return 0
+    }
+}
+
 /// The simulator's `/_sim/stats`, the fields the benchmark reads.
 struct SimulatorStats: Decodable {
     var requestsTotal: Int
     var leadsStored: Int
+    /// Leads stored whose answer the simulator then lost on purpose (a fault), by how.
+    var answersLostAfterStoring: [String: Int]
     /// Leads whose body was identical to one already stored: posted twice.
     var duplicateLeadsReceived: Int
     var violations: Int
@@ -45,11 +60,21 @@ struct SimulatorProbe {
 
     /// POST /leads requests in arrival order.
     func leadSubmissions() async throws -> [SimulatorRequest] {
+        try await requests().filter { $0.method == "POST" && $0.path == "/leads" }
+    }
+
+    /// Every API request, in arrival order.
+    func requests() async throws -> [SimulatorRequest] {
         let (status, body) = await httpGet(baseURL + "/_sim/requests")
         guard status == 200 else { throw BenchError.failed("simulator request log answered \(status)") }
         return try JSONDecoder().decode([SimulatorRequest].self, from: Data(body))
-            .filter { $0.method == "POST" && $0.path == "/leads" }
             .sorted { $0.arrivedAtNanos < $1.arrivedAtNanos }
+    }
+
+    /// Sets the simulator's faults (`/_sim/faults`, the simulator's `SimulatorFaults` as JSON).
+    func setFaults(_ json: String) async throws {
+        let status = await httpPost(baseURL + "/_sim/faults", json: Array(json.utf8))
+        guard status == 200 else { throw BenchError.failed("simulator faults answered \(status)") }
     }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import Kafka
 import LeadRelayDemo
 import Logging
+
 import class TestSupport.PostgresServer
 
 /// `make bench`: the relay's throughput, latency, memory and start/stop figures against its ceilings, with the
@@ -38,7 +39,8 @@ enum RelayBench {
         let quick = environmentVariables["BENCH_QUICK"].map { $0 != "" && $0 != "0" } ?? false
         let repeats = environmentVariables["BENCH_REPEATS"].flatMap { Int($0) } ?? (quick ? 1 : 3)
         let selected = Set(
-            (environmentVariables["BENCH_ONLY"] ?? "decode,1,100ms,2,3,4,5,6,7").split(separator: ",").map(String.init))
+            (environmentVariables["BENCH_ONLY"] ?? "decode,1,100ms,2,3,4,5,6,7,8").split(separator: ",").map(
+                String.init))
         let binaries = environmentVariables["BENCH_BIN_DIR"] ?? ".build/release"
         let outputDirectory = environmentVariables["BENCH_OUTPUT_DIR"] ?? FileManager.default.currentDirectoryPath
         let sizes = quick ? Sizes.quick : Sizes()
@@ -93,11 +95,8 @@ enum RelayBench {
             await each("6") { try await startStopRun(environment, book: book, run: $0) }
 
             if !selected.isDisjoint(with: ["1", "100ms", "2"]) {
-                progress("producing \(sizes.budgetLeads) unique valid leads to \(Topics.budget)")
-                try await environment.kafka.produce(
-                    (0..<sizes.budgetLeads).map {
-                        SampleLeads.valid(index: $0, shape: SampleLeads.Shape.allCases[$0 % 3], namespace: "budget")
-                    }, to: Topics.budget, partitions: 6)
+                try await environment.kafka.produceUniqueLeads(
+                    sizes.budgetLeads, to: Topics.budget, namespace: "budget", partitions: 6)
             }
             await each("1") { run in
                 let peak = try await budgetRun(
@@ -124,12 +123,8 @@ enum RelayBench {
             }
 
             if selected.contains("7") {
-                progress("producing \(sizes.budgetLeads) unique valid leads to \(Topics.sharedBudget)")
-                try await environment.kafka.produce(
-                    (0..<sizes.budgetLeads).map {
-                        SampleLeads.valid(
-                            index: $0, shape: SampleLeads.Shape.allCases[$0 % 3], namespace: "shared-budget")
-                    }, to: Topics.sharedBudget, partitions: 12)
+                try await environment.kafka.produceUniqueLeads(
+                    sizes.budgetLeads, to: Topics.sharedBudget, namespace: "shared-budget", partitions: 12)
             }
             await each("7") { run in
                 _ = try await PostgresServer.with { database in
@@ -137,6 +132,14 @@ enum RelayBench {
                         environment, book: book, scenario: "7", latencyMs: 5, ceiling: 50, leads: sizes.budgetLeads,
                         topic: Topics.sharedBudget, relays: 3, database: database, run: run)
                 }
+            }
+
+            if selected.contains("8") {
+                try await environment.kafka.produceUniqueLeads(
+                    sizes.budgetLeads, to: Topics.lostAnswers, namespace: "lost-answers", partitions: 6)
+            }
+            await each("8") { run in
+                try await lostAnswersRun(environment, book: book, leads: sizes.budgetLeads, run: run)
             }
 
             if !selected.isDisjoint(with: ["3", "5"]) {
@@ -200,7 +203,8 @@ enum RelayBench {
     /// kafka-dev's topics, each with enough partitions that none holds more than the mock cluster keeps (5 MiB).
     static func topicArguments(sizes: Sizes, repeats: Int) -> [String] {
         var topics = [
-            "\(Topics.budget):6", "\(Topics.sharedBudget):12", "\(Topics.noAPI):\(sizes.noAPIPartitions)",
+            "\(Topics.budget):6", "\(Topics.sharedBudget):12", "\(Topics.lostAnswers):6",
+            "\(Topics.noAPI):\(sizes.noAPIPartitions)",
             "\(Topics.million):\(sizes.millionPartitions)", "\(Topics.results):6", "\(Topics.deadLetters):6",
         ]
         for run in 1...repeats {

@@ -80,7 +80,7 @@ struct SharedSubmissionStore: SubmissionStore {
     func recordSubmitted(_ lead: SubmittedLead, under reservation: LeadReservation) async throws {
         guard let claim = reservation.claim else { return }
         let recorded = try await store.recordSubmitted(
-            claim, requestId: lead.requestId, title: lead.title, httpStatus: lead.httpStatus)
+            claim, requestId: lead.requestId, title: lead.title, httpStatus: lead.httpStatus, leadId: lead.leadId)
         if recorded == nil {
             // Only a relay that posted after its claim lapsed gets here; the one that took it over records its own.
             logger.warning(
@@ -110,7 +110,8 @@ extension SubmittedLead {
             firstAttemptAt: submission.firstAttemptAt,
             inputRecord: RecordPosition(
                 topic: submission.inputRecord.topic, partition: submission.inputRecord.partition,
-                offset: submission.inputRecord.offset))
+                offset: submission.inputRecord.offset),
+            leadId: submission.leadId)
     }
 }
 

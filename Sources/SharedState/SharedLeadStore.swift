@@ -40,6 +40,9 @@ public struct SharedSubmission: Sendable, Equatable {
     public var firstAttemptAt: Date
     /// The input record whose claim became the submission.
     public var inputRecord: InputRecord
+    /// The API's id of the lead, for a submission found in its listing (reconciled); nil otherwise, and for one
+    /// known only from a claim's answer.
+    public var leadId: String? = nil
 }
 
 /// A key this relay holds: post the lead while `isLive`, then `recordSubmitted` or `release`; `renew` it while
@@ -162,21 +165,21 @@ public final class SharedLeadStore: Sendable {
             let rows = try await client.query(
                 """
                 SELECT dedupe_key, request_id, title, submitted_at, http_status, attempts, first_attempt_at,
-                    input_topic, input_partition, input_offset
+                    input_topic, input_partition, input_offset, lead_id
                 FROM lead_relay_dedupe
                 WHERE dedupe_key = ANY(\(keys)) AND state = 'submitted'
                     AND submitted_at > clock_timestamp() - \(ttl) * interval '1 second'
                 """, logger: logger)
             var found: [String: SharedSubmission] = [:]
             for try await row in rows.decode(
-                (String, String, String, Date, Int32, Int32, Date, String, Int32, Int64).self)
+                (String, String, String, Date, Int32, Int32, Date, String, Int32, Int64, String?).self)
             {
                 let (key, requestId, title, submittedAt, status, attempts, firstAttemptAt, topic, partition, offset) =
-                    row
+                    (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9)
                 found[key] = SharedSubmission(
                     dedupeKey: key, requestId: requestId, title: title, submittedAt: submittedAt,
                     httpStatus: Int(status), attempts: Int(attempts), firstAttemptAt: firstAttemptAt,
-                    inputRecord: InputRecord(topic: topic, partition: partition, offset: offset))
+                    inputRecord: InputRecord(topic: topic, partition: partition, offset: offset), leadId: row.10)
             }
             return found
         }
@@ -233,17 +236,20 @@ public final class SharedLeadStore: Sendable {
     /// Makes `claim` the key's submission, atomically and only if the claim is still ours; also when the same
     /// claim was recorded before (a retry). Nil when the claim was taken over meanwhile: the lead was then posted
     /// by the relay that took it over as well, and that relay records its own submission.
+    /// `leadId`: the API's id of a lead found in its listing.
     public func recordSubmitted(
-        _ claim: Claim, requestId: String, title: String, httpStatus: Int
+        _ claim: Claim, requestId: String, title: String, httpStatus: Int, leadId: String? = nil
     ) async throws -> SharedSubmission? {
         let query: PostgresQuery = """
             SELECT * FROM lead_relay_record_submitted(\(claim.dedupeKey), \(claim.token.uuid), \(requestId),
-                \(title), \(Int32(clamping: httpStatus)))
+                \(title), \(Int32(clamping: httpStatus)), \(leadId))
             """
         let row = try await database.perform("record submitted") { client, logger in
             try await ClaimRow.optional(from: client.query(query, logger: logger))
         }
-        return try row?.submission(key: claim.dedupeKey, operation: "record submitted")
+        var submission = try row?.submission(key: claim.dedupeKey, operation: "record submitted")
+        submission?.leadId = leadId
+        return submission
     }
 
     /// Frees the key of `claim` (the lead was rejected), so that the next claim, a re-driven dead letter's among

@@ -37,6 +37,7 @@ public enum SharedStateSchema {
                 budgetWrittenFunction,
             ]),
         Migration(version: 3, statements: [dropSevenArgumentBudgetAcquire, budgetAcquireFunctionDatingAhead]),
+        Migration(version: 4, statements: [dedupeLeadIdColumn, recordSubmittedWithLeadIdFunction]),
     ]
 
     /// Creates or migrates the tables and functions of `SharedLeadStore` and `SharedRateBudget` (one schema for
@@ -525,6 +526,28 @@ public enum SharedStateSchema {
                     greatest(coalesce(last_paced + step, start_at), start_at - step / 2));
             RETURN QUERY SELECT true, start_at, start_at + p_lease_seconds * interval '1 second',
                 NULL::double precision, leases + 1, starts + 1, false, now_at, clock_timestamp();
+        END $$
+        """
+
+    // MARK: - Version 4: the API's lead id of a reconciled submission
+
+    /// A submission found in the API's listing (its post's answer was lost) has the listing's lead id, and no
+    /// request id, title or status of its own (empty, and 0).
+    static let dedupeLeadIdColumn = "ALTER TABLE lead_relay_dedupe ADD COLUMN lead_id text"
+
+    /// Version 1's record of a submission, keeping the lead id too; in one statement, so that both or neither are
+    /// recorded. A relay of an earlier version still calls the five-argument one, which this one leaves in place.
+    static let recordSubmittedWithLeadIdFunction = """
+        CREATE FUNCTION lead_relay_record_submitted(p_key text, p_token uuid, p_request_id text, p_title text,
+            p_http_status integer, p_lead_id text)
+        RETURNS TABLE (\(claimColumns))
+        LANGUAGE plpgsql VOLATILE AS $$
+        #variable_conflict use_column
+        BEGIN
+            UPDATE lead_relay_dedupe SET lead_id = p_lead_id
+                WHERE dedupe_key = p_key AND claim_token = p_token AND state = 'claimed';
+            RETURN QUERY SELECT * FROM lead_relay_record_submitted(p_key, p_token, p_request_id, p_title,
+                p_http_status);
         END $$
         """
 }

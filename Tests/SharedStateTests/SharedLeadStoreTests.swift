@@ -116,6 +116,26 @@ import Testing
         }
     }
 
+    /// A submission found in the API's listing keeps the listing's lead id for every relay's lookups, and a retry
+    /// of its record (the same token) keeps the first.
+    @Test func aReconciledSubmissionKeepsTheAPIsLeadId() async throws {
+        try await PostgresServer.with { server in
+            try await withStores(2, of: server) { stores in
+                let key = "ce:urn:portal|reconciled"
+                let claim = try await stores[0].claim(
+                    key, owner: "relay-0", inputRecord: Self.record(4), claimTTL: .seconds(60)
+                ).claimed()
+                let recorded = try await stores[0].recordSubmitted(
+                    claim, requestId: "", title: "", httpStatus: 0, leadId: "lead-000000000042")
+                #expect(recorded?.leadId == "lead-000000000042")
+                _ = try await stores[0].recordSubmitted(
+                    claim, requestId: "", title: "", httpStatus: 0, leadId: "lead-000000000099")
+                let seen = try #require(try await stores[1].submissions(forKeys: [key])[key])
+                #expect(seen.leadId == "lead-000000000042" && seen.httpStatus == 0)
+            }
+        }
+    }
+
     @Test func anExpiredClaimIsTakenOverAsInDoubtAndItsOwnerLosesIt() async throws {
         try await PostgresServer.with { server in
             try await withStores(2, of: server) { stores in
