@@ -66,7 +66,11 @@ struct SharedSubmissionStore: SubmissionStore {
                 ])
             return .reserved(LeadReservation(claim: claim, inDoubtSince: claim.firstAttemptAt))
         case .alreadySubmitted(let submission):
-            return .submitted(SubmittedLead(submission))
+            // A claim's answer does not carry a reconciled submission's lead id; the lookup does.
+            guard submission.httpStatus == 0, submission.leadId == nil,
+                let withLeadId = try await store.submissions(forKeys: [key])[key]
+            else { return .submitted(SubmittedLead(submission)) }
+            return .submitted(SubmittedLead(withLeadId))
         case .held(let held):
             return .heldElsewhere(held)
         }

@@ -175,6 +175,47 @@ struct SimulatorFixture: Sendable {
         try await fixture.stop()
     }
 
+    /// Which answers leave open whether the API stored the lead, each as the client meets it: the contract's
+    /// in-doubt cases (500, 502, 504, an answer lost after the request was read), and the ones that say the lead
+    /// was not processed (429, 503, no connection at all).
+    @Test func eachOutcomeIsInDoubtOrNotAsTheContractSays() async throws {
+        for status in [500, 502, 504] { #expect(InDoubt.isInDoubt(httpStatus: status), "\(status)") }
+        for status in [200, 201, 400, 401, 403, 408, 422, 429, 503] {
+            #expect(!InDoubt.isInDoubt(httpStatus: status), "\(status)")
+        }
+        var cases: [(String, SimulatorFaults, Bool)] = []
+        for (status, inDoubt) in [("500", true), ("502", true), ("504", true), ("503", false), ("429", false)] {
+            var faults = SimulatorFaults()
+            faults.errorRates = [status: 1.0]
+            faults.retryAfterSeconds = 0
+            cases.append(("HTTP \(status)", faults, inDoubt))
+        }
+        for (name, dropShare) in [("502 after storing", 0.0), ("connection dropped after the body", 1.0)] {
+            var faults = SimulatorFaults()
+            faults.storeThenFailRate = 1
+            faults.storeThenFailDropShare = dropShare
+            cases.append((name, faults, true))
+        }
+        for (index, (name, faults, inDoubt)) in cases.enumerated() {
+            let fixture = try await SimulatorFixture.start(faults: faults, oauth: false)
+            let outcome = try await fixture.client.submitLead(requestBody: validLeadBody(index), traceparent: nil)
+            #expect(outcome.isTransient, "\(name): \(outcome)")
+            #expect(outcome.isInDoubt == inDoubt, "\(name): \(outcome)")
+            try await fixture.stop()
+        }
+        // No connection: nothing was written, so nothing can have been stored.
+        let closed = try await SimulatorFixture.start(oauth: false)
+        let refused = try SeekerLeadsClient(
+            configuration: .init(
+                baseURL: "http://127.0.0.1:\(try freeLoopbackPort())", authentication: .staticToken("token"),
+                budget: RateBudgetConfiguration(), retry: Backoff(base: .milliseconds(5), max: .milliseconds(50))),
+            logger: closed.logs.logger())
+        let outcome = try await refused.submitLead(requestBody: validLeadBody(99), traceparent: nil)
+        #expect(outcome.isTransient && !outcome.isInDoubt, "\(outcome)")
+        try await refused.shutdown()
+        try await closed.stop()
+    }
+
     @Test func transientErrorsAreRetriedPermanentOnesAreNot() async throws {
         var faults = SimulatorFaults()
         faults.errorRates = ["503": 1.0]
