@@ -136,9 +136,8 @@ struct RecordProcessor: Sendable {
     {
         let body = event.request.canonicalJSON()
         let firstAttemptAt = Date()
-        var attempts = 0
         let reservation = ReservationSlot()
-        let doubt = DoubtSlot()
+        let attempts = AttemptHistory()
         let gate = gates.attemptGate()
         var deadline = retryDeadline.map { ContinuousClock.now + $0 }
         let liveness = reservationLiveness
@@ -147,7 +146,7 @@ struct RecordProcessor: Sendable {
         @Sendable func reconciled(_ leadId: String) -> SubmittedLead {
             SubmittedLead(
                 dedupeKey: event.dedupeKey, requestId: "", title: "", submittedAt: Date(), httpStatus: 0,
-                attempts: doubt.attempts, firstAttemptAt: firstAttemptAt, inputRecord: position, leadId: leadId)
+                attempts: attempts.count, firstAttemptAt: firstAttemptAt, inputRecord: position, leadId: leadId)
         }
         while true {
             let result: (outcome: SubmissionAttemptOutcome, attempts: Int)
@@ -156,7 +155,7 @@ struct RecordProcessor: Sendable {
                     requestBody: body, traceparent: event.traceparent, deadline: deadline,
                     beforeAttempt: {
                         // Before the attempt's permission: a lead waiting for its lookup holds no slot.
-                        if let pending = doubt.take(),
+                        if let pending = attempts.takeDoubt(),
                             let leadId = try await reconcile(
                                 pending, fingerprint, key: event.dedupeKey, at: position, in: reservation)
                         {
@@ -168,12 +167,12 @@ struct RecordProcessor: Sendable {
                             gate.withdraw()
                             throw CancellationError()
                         }
-                        doubt.attemptStarting()
+                        attempts.attemptStarting()
                     },
                     mayWrite: { reservation.current?.isLive(for: liveness.atWrite) ?? false },
                     afterAttempt: { outcome in
                         gate.observe(outcome)
-                        if doubt.attemptEnded(inDoubt: outcome.isInDoubt, lookAfter: reconcileAfter) {
+                        if attempts.attemptEnded(inDoubt: outcome.isInDoubt, lookAfter: reconcileAfter) {
                             reconciler.countInDoubt(.ambiguousAnswer)
                         }
                     })
@@ -181,13 +180,10 @@ struct RecordProcessor: Sendable {
                 guard commitment.commit() else { return nil }
                 return Self.outcome(of: event, at: position, earlier: found.lead)
             } catch let found as FoundReconciled {
-                guard let held = reservation.current, commitment.commit(),
-                    await retryingStoreAccess({ try await dedupeStore.recordSubmitted(found.lead, under: held) })
-                        != nil
-                else { return nil }
-                return .submitted(found.lead, LeadIdentity(event))
+                guard let held = reservation.current, commitment.commit() else { return nil }
+                return await record(found.lead, of: event, under: held)
             } catch let lookUp as LookUpFirst {
-                doubt.inherit(since: lookUp.since, lookAfter: reconcileAfter)
+                attempts.inheritDoubt(since: lookUp.since, lookAfter: reconcileAfter)
                 continue
             } catch is SubmissionWithdrawn {
                 // Asked after the attempt's permission: it is given back, and the next attempt renews the
@@ -203,16 +199,14 @@ struct RecordProcessor: Sendable {
                 }
                 return nil
             }
-            attempts += result.attempts
             guard let held = reservation.current else { return nil }
             switch result.outcome {
             case .accepted(let requestId, let title, let httpStatus):
                 let lead = SubmittedLead(
                     dedupeKey: event.dedupeKey, requestId: requestId, title: title, submittedAt: Date(),
-                    httpStatus: httpStatus, attempts: attempts, firstAttemptAt: firstAttemptAt, inputRecord: position)
-                guard await retryingStoreAccess({ try await dedupeStore.recordSubmitted(lead, under: held) }) != nil
-                else { return nil }
-                return .submitted(lead, LeadIdentity(event))
+                    httpStatus: httpStatus, attempts: attempts.count, firstAttemptAt: firstAttemptAt,
+                    inputRecord: position)
+                return await record(lead, of: event, under: held)
             case .rejected(let httpStatus, _, _, let detailsJSON):
                 guard await retryingStoreAccess({ try await dedupeStore.release(event.dedupeKey, held) }) != nil else {
                     return nil
@@ -221,7 +215,7 @@ struct RecordProcessor: Sendable {
                     DeadLetter(
                         stage: .submit, reason: .rejectedByAPI,
                         message: "the API rejected the lead with HTTP \(httpStatus)", detailsJSON: detailsJSON,
-                        httpStatus: httpStatus, attempts: attempts))
+                        httpStatus: httpStatus, attempts: attempts.count))
             case .transient(let httpStatus, let description, _, _):
                 // During an outage the circuit holds every lead; only a lead that keeps failing while
                 // others get through has exhausted its retries.
@@ -231,24 +225,17 @@ struct RecordProcessor: Sendable {
                 }
                 // A lead given up on may still have been stored: it is looked up first, so that a re-drive of its
                 // dead letter cannot post it twice.
-                if let pending = doubt.take() {
-                    let found: String??
+                if let pending = attempts.takeDoubt() {
                     do {
-                        found = try await reconcile(
+                        if let leadId = try await reconcile(
                             pending, fingerprint, key: event.dedupeKey, at: position, in: reservation)
+                        {
+                            return await record(reconciled(leadId), of: event, under: held)
+                        }
                     } catch let submitted as FoundSubmitted {
                         return Self.outcome(of: event, at: position, earlier: submitted.lead)
                     } catch {
-                        found = nil
-                    }
-                    guard let found else { return nil }
-                    if let leadId = found {
-                        let lead = reconciled(leadId)
-                        guard
-                            await retryingStoreAccess({ try await dedupeStore.recordSubmitted(lead, under: held) })
-                                != nil
-                        else { return nil }
-                        return .submitted(lead, LeadIdentity(event))
+                        return nil
                     }
                 }
                 // Not released: the lead may have reached the API, so its key stays reserved until the reservation
@@ -257,7 +244,7 @@ struct RecordProcessor: Sendable {
                     DeadLetter(
                         stage: .submit, reason: .retriesExhausted,
                         message: "transient failures until the retry deadline: \(description)",
-                        detailsJSON: "[]", httpStatus: httpStatus, attempts: attempts))
+                        detailsJSON: "[]", httpStatus: httpStatus, attempts: attempts.count))
             case .authenticationFailed:
                 // A configuration fault, not the lead's: the gates hold everything until credentials work.
                 deadline = retryDeadline.map { ContinuousClock.now + $0 }
@@ -300,12 +287,22 @@ struct RecordProcessor: Sendable {
         }
     }
 
+    /// Records the lead as submitted under `held`: its outcome, or nil when the task was cancelled first.
+    private func record(_ lead: SubmittedLead, of event: LeadEvent, under held: LeadReservation) async
+        -> RecordOutcome?
+    {
+        guard await retryingStoreAccess({ try await dedupeStore.recordSubmitted(lead, under: held) }) != nil else {
+            return nil
+        }
+        return .submitted(lead, LeadIdentity(event))
+    }
+
     /// Looks the lead of an ambiguous attempt up in the API's listing, once `reconcileAfter` has passed since the
     /// attempt, keeping its reservation live meanwhile: the API's id of the lead when it has it, nil when not.
     /// Throws `FoundSubmitted` when the key turns out submitted meanwhile (by another relay, which took it over),
     /// and `CancellationError` when the task is cancelled.
     private func reconcile(
-        _ pending: DoubtSlot.Pending, _ fingerprint: LeadFingerprint, key: String, at position: RecordPosition,
+        _ pending: AttemptHistory.Doubt, _ fingerprint: LeadFingerprint, key: String, at position: RecordPosition,
         in slot: ReservationSlot
     ) async throws -> String? {
         while ContinuousClock.now < pending.lookAt {
@@ -388,9 +385,9 @@ private struct FoundReconciled: Error {
     var lead: SubmittedLead
 }
 
-/// The attempts of one record, and the ambiguous one whose lead is still to be looked up.
-private final class DoubtSlot: Sendable {
-    struct Pending: Sendable {
+/// The attempts of one record: how many were made, and the ambiguous one whose lead is still to be looked up.
+private final class AttemptHistory: Sendable {
+    struct Doubt: Sendable {
         /// When the first ambiguous attempt not looked up yet started (at or before its write).
         var since: Date
         /// When its lead may be looked up: the API lists a lead only once it has processed it.
@@ -399,13 +396,13 @@ private final class DoubtSlot: Sendable {
 
     private struct State {
         var attemptStartedAt = Date()
-        var pending: Pending?
-        var attempts = 0
+        var pending: Doubt?
+        var count = 0
     }
 
     private let state = Mutex(State())
 
-    var attempts: Int { state.withLock { $0.attempts } }
+    var count: Int { state.withLock { $0.count } }
 
     func attemptStarting() {
         state.withLock { $0.attemptStartedAt = Date() }
@@ -414,25 +411,25 @@ private final class DoubtSlot: Sendable {
     /// Returns whether the attempt put the lead in doubt (when it was not already).
     func attemptEnded(inDoubt: Bool, lookAfter delay: Duration) -> Bool {
         state.withLock { state in
-            state.attempts += 1
+            state.count += 1
             guard inDoubt else { return false }
             let since = state.pending?.since ?? state.attemptStartedAt
             let isNew = state.pending == nil
-            state.pending = Pending(since: since, lookAt: .now + delay)
+            state.pending = Doubt(since: since, lookAt: .now + delay)
             return isNew
         }
     }
 
     /// An attempt that began by `since`, before this record's, left the lead in doubt.
-    func inherit(since: Date, lookAfter delay: Duration) {
+    func inheritDoubt(since: Date, lookAfter delay: Duration) {
         let elapsed = Duration(timeInterval: max(0, Date().timeIntervalSince(since)))
         let lookAt = ContinuousClock.now + max(.zero, delay - elapsed)
         state.withLock { state in
-            state.pending = Pending(since: min(since, state.pending?.since ?? since), lookAt: lookAt)
+            state.pending = Doubt(since: min(since, state.pending?.since ?? since), lookAt: lookAt)
         }
     }
 
-    func take() -> Pending? {
+    func takeDoubt() -> Doubt? {
         state.withLock { state in
             defer { state.pending = nil }
             return state.pending

@@ -20,7 +20,7 @@ final class ExchangeRecord: Sendable {
     let mayWrite: @Sendable () -> Bool
     private let recordedResponse = Mutex<Response?>(nil)
     private let permit = Mutex<BudgetPermit?>(nil)
-    private let headWrittenAt = Mutex<ContinuousClock.Instant?>(nil)
+    private let headWritten = Mutex(false)
 
     init(bearerToken: String, budget: any RequestBudget, mayWrite: @escaping @Sendable () -> Bool) {
         self.bearerToken = bearerToken
@@ -35,13 +35,13 @@ final class ExchangeRecord: Sendable {
 
     /// Called by the transport on the event loop once the head is written: the start the budget counts.
     func headWritten(at instant: ContinuousClock.Instant) {
-        headWrittenAt.withLock { $0 = instant }
+        headWritten.withLock { $0 = true }
         guard let granted = permit.withLock({ $0 }) else { return }
         budget.markStarted(granted, at: instant)
     }
 
     /// Whether the request head reached the socket: from then on, the API may have read the request.
-    var wasHeadWritten: Bool { headWrittenAt.withLock { $0 != nil } }
+    var wasHeadWritten: Bool { headWritten.withLock { $0 } }
 
     var response: Response? { recordedResponse.withLock { $0 } }
 

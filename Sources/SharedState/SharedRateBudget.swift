@@ -20,7 +20,7 @@ import Synchronization
 ///
 /// ## When the relay writes, and where a start counts
 /// The relay writes a grant's request once the database's clock has surely passed `t` (`Grant.writableAt`, from
-/// `DatabaseClock`, which bounds the offset between the two clocks by the database's readings in each answer), so
+/// `DatabaseClock`, which bounds the offset between the two clocks by the clock readings in each grant's answer), so
 /// a start is written at `t` or later. Dating grants ahead, rather than refusing until `t` and being asked again,
 /// saves each start a sleep and a round trip, which the next window would otherwise inherit.
 ///
@@ -231,16 +231,17 @@ public final class SharedRateBudget: Sendable {
         else {
             throw SharedStateError(kind: .rejected, operation: "budget grant", reason: "the database returned no row")
         }
-        let writableAt = databaseClock.withLock { clock in
+        // The next start is a pacing step after this one at the earliest, and is asked for once within the horizon.
+        let untilNextAsk = (configuration.countedWindow / configuration.rateLimit - configuration.horizon).timeInterval
+        let (writableAt, nextAsk) = databaseClock.withLock { clock in
             clock.record(decidedAt, returnedAt, sent: sentAt, answered: answeredAt)
-            return startedAt.flatMap { clock.localInstant(whenDatabaseReaches: $0) }
+            return (
+                startedAt.flatMap { clock.localInstant(whenDatabaseReaches: $0) },
+                startedAt.flatMap { clock.localInstant(whenDatabaseReaches: $0 + untilNextAsk) }
+            )
         }
         guard granted, let startedAt, let leaseExpiresAt, let writableAt else {
             return .refused(retryAfter: .seconds(retryAfter ?? 0), notified: notified)
-        }
-        let pacingStep = configuration.countedWindow / configuration.rateLimit
-        let nextAsk = databaseClock.withLock {
-            $0.localInstant(whenDatabaseReaches: startedAt + (pacingStep - configuration.horizon).timeInterval)
         }
         nextAskAt.withLock { $0 = nextAsk }
         return .granted(
@@ -257,28 +258,15 @@ public final class SharedRateBudget: Sendable {
         // The grant's own answer was a reading, so the bound is there; the lease's end is only a fallback.
         let writtenBy = databaseClock.withLock { $0.latestDatabaseTime(at: instant) } ?? grant.leaseExpiresAt
         let secondsAfterStart = writtenBy.timeIntervalSince(grant.startedAt)
-        try await performReadingTheClock(
-            "budget write report",
-            "SELECT lead_relay_budget_written(\(grant.id), \(secondsAfterStart)), clock_timestamp()")
+        _ = try await database.value(
+            "budget write report", "SELECT lead_relay_budget_written(\(grant.id), \(secondsAfterStart))",
+            as: Bool.self)
     }
 
     /// Ends the grant's lease; its start still counts in the window. Releasing twice is harmless.
     public func release(_ grant: Grant) async throws {
-        try await performReadingTheClock(
-            "budget release", "SELECT lead_relay_budget_release(\(grant.id)), clock_timestamp()")
-    }
-
-    /// Runs `query`, whose answer is one row of a boolean and the database's clock, and keeps the clock's reading:
-    /// every reading may tighten the bounds of the clocks' offset, and so how close to a grant's instant its
-    /// request can be written.
-    private func performReadingTheClock(_ name: String, _ query: PostgresQuery) async throws {
-        let sentAt = ContinuousClock.now
-        let row = try await database.perform(name) { client, logger in
-            try await client.query(query, logger: logger).decode((Bool, Date).self).firstOfAll()
-        }
-        let answeredAt = ContinuousClock.now
-        guard let (_, reading) = row else { return }
-        databaseClock.withLock { $0.record(reading, sent: sentAt, answered: answeredAt) }
+        _ = try await database.value(
+            "budget release", "SELECT lead_relay_budget_release(\(grant.id))", as: Bool.self)
     }
 
     /// Whether the database answers and the budget's table is there (for a readiness check).
