@@ -80,7 +80,9 @@ public final class DedupeStore: Sendable {
             // without counting against the relay's resident memory (SQLite's default is 2 MiB per connection).
             try db.execute(sql: "PRAGMA cache_size = -512")
         }
-        pool = try DatabasePool(path: path, configuration: configuration)
+        pool = try Self.retryingWhileAnotherRelayCreatesTheFile {
+            try DatabasePool(path: path, configuration: configuration)
+        }
         self.ttl = Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1-submitted-leads") { db in
@@ -122,13 +124,18 @@ public final class DedupeStore: Sendable {
                     ) WITHOUT ROWID
                     """)
         }
-        // Relays starting at once on one new file race to create the schema: the loser's migration fails on what
-        // the winner created, and its next attempt finds it recorded as done.
-        for attempt in 1... {
+        try Self.retryingWhileAnotherRelayCreatesTheFile { try migrator.migrate(pool) }
+    }
+
+    /// Relays starting at once on one new file race to create it: the loser's opening (switching it to WAL) or
+    /// migration fails on the winner's lock or on what the winner created, and its next attempt finds it done.
+    private static func retryingWhileAnotherRelayCreatesTheFile<T>(_ body: () throws -> T) throws -> T {
+        var attempt = 1
+        while true {
             do {
-                try migrator.migrate(pool)
-                break
+                return try body()
             } catch  where attempt < 5 {
+                attempt += 1
                 usleep(100_000)
             }
         }
