@@ -108,6 +108,8 @@ let package = Package(
                 "SeekerLeads",
                 "SharedState",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+                // SHA-256, naming a dead-letter replay's progress group after its filters.
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -137,6 +139,8 @@ let package = Package(
                 "LeadRelayDemo",
                 "SharedState",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // `lead-relay status` reads a relay's GET /status.
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -194,6 +194,25 @@ public final class KafkaConsumer: Sendable {
         client.lag(of: assignment())
     }
 
+    /// The offsets the group committed for the assigned partitions, as the coordinator answers (on a thread outside
+    /// Swift's cooperative pool); a partition never committed is absent. Returns nil when no answer came within
+    /// `timeout` or the task was cancelled first: the request is then left to finish on its own.
+    public func committedOffsets(timeout: Duration) async throws -> [TopicPartition: Int64]? {
+        let (client, partitions) = (self.client, Array(assignment()))
+        guard !partitions.isEmpty else { return [:] }
+        let milliseconds = Int32(clamping: timeout.nanosecondsValue / 1_000_000)
+        return try await withTimeout(timeout) {
+            try await client.runBlocking {
+                try client.committedOffsets(of: partitions, timeoutMilliseconds: milliseconds)
+            }
+        }
+    }
+
+    /// Per assigned partition: the fetch position and the cached watermarks (non-blocking).
+    public func positions() -> [TopicPartition: KafkaPartitionPosition] {
+        client.positions(of: assignment())
+    }
+
     /// Whether the consumer has joined its group (received an assignment, possibly empty) and not left it.
     public var isInGroup: Bool {
         shared.state.withLock { $0.isInGroup }

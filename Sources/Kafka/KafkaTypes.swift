@@ -69,3 +69,24 @@ public struct KafkaRecordPosition: Sendable, Hashable {
 
 /// What the broker acknowledged for a produced record: where it stored it.
 public typealias KafkaDeliveryReport = KafkaRecordPosition
+
+/// Where a consumer stands in one partition, from what librdkafka has cached (no request).
+public struct KafkaPartitionPosition: Sendable, Equatable {
+    /// The next offset the consumer will fetch; nil before its first fetch.
+    public var position: Int64?
+    public var lowWatermark: Int64?
+    public var highWatermark: Int64?
+
+    public init(position: Int64?, lowWatermark: Int64?, highWatermark: Int64?) {
+        self.position = position
+        self.lowWatermark = lowWatermark
+        self.highWatermark = highWatermark
+    }
+
+    /// High watermark minus the position (the low watermark before the first fetch); nil while the watermark is
+    /// unknown.
+    public var lag: Int64? {
+        guard let highWatermark else { return nil }
+        return max(highWatermark - (position ?? max(lowWatermark ?? 0, 0)), 0)
+    }
+}

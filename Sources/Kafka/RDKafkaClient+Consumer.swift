@@ -40,7 +40,7 @@ extension RDKafkaClient {
         rd_kafka_queue_destroy(queue)
     }
 
-    private func record(from message: UnsafeMutablePointer<rd_kafka_message_t>) -> KafkaConsumerRecord {
+    func record(from message: UnsafeMutablePointer<rd_kafka_message_t>) -> KafkaConsumerRecord {
         let fields = message.pointee
         var headers: [KafkaHeader] = []
         var headerList: OpaquePointer?
@@ -151,22 +151,27 @@ extension RDKafkaClient {
     /// High watermark minus the consumer's position, from librdkafka's cached watermarks (no request).
     /// Before the first fetched record the low watermark stands in for the position.
     func lag(of partitions: Set<TopicPartition>) -> [TopicPartition: Int64] {
+        positions(of: partitions).compactMapValues(\.lag)
+    }
+
+    /// Each partition's fetch position and cached watermarks (no request).
+    func positions(of partitions: Set<TopicPartition>) -> [TopicPartition: KafkaPartitionPosition] {
         guard !partitions.isEmpty else { return [:] }
         return Self.withPartitionList(partitions.lazy.map { ($0, nil) }) { list in
             _ = rd_kafka_position(handle, list)
-            var lag: [TopicPartition: Int64] = [:]
+            var positions: [TopicPartition: KafkaPartitionPosition] = [:]
             for element in Self.elements(of: list) {
                 var low = Int64(RD_KAFKA_OFFSET_INVALID)
                 var high = Int64(RD_KAFKA_OFFSET_INVALID)
-                guard
+                let known =
                     rd_kafka_get_watermark_offsets(handle, element.topic, element.partition, &low, &high)
-                        == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0
-                else { continue }
-                let position = element.offset >= 0 ? element.offset : max(low, 0)
-                lag[TopicPartition(topic: String(cString: element.topic), partition: element.partition)] =
-                    max(high - position, 0)
+                    == RD_KAFKA_RESP_ERR_NO_ERROR
+                positions[TopicPartition(topic: String(cString: element.topic), partition: element.partition)] =
+                    KafkaPartitionPosition(
+                        position: element.offset >= 0 ? element.offset : nil,
+                        lowWatermark: known && low >= 0 ? low : nil, highWatermark: known && high >= 0 ? high : nil)
             }
-            return lag
+            return positions
         }
     }
 

@@ -73,6 +73,28 @@ public final class CircuitBreaker: Sendable {
     /// Callers parked in `waitForPermission`.
     public var waitingCount: Int { status.withLock { $0.waiters.count } }
 
+    /// The circuit as it stands, for the status page.
+    public struct Snapshot: Sendable, Equatable {
+        public var state: State
+        /// When it opened, while open.
+        public var openSince: Date?
+        public var consecutiveFailures: Int
+        /// Callers parked in `waitForPermission`.
+        public var waiting: Int
+        /// How long until the next probe may go, while open; zero when it may go now or one is out.
+        public var nextProbeIn: Duration?
+    }
+
+    public func snapshot() -> Snapshot {
+        let now = ContinuousClock.now
+        return status.withLock { status in
+            Snapshot(
+                state: status.state, openSince: status.openedAt, consecutiveFailures: status.consecutiveFailures,
+                waiting: status.waiters.count,
+                nextProbeIn: status.state == .open ? max(.zero, status.nextProbeAt - now) : nil)
+        }
+    }
+
     /// Returns at once while closed; while open, waits until the circuit closes or this caller is the next probe.
     /// Throws `CancellationError` when the task is cancelled while waiting.
     public func waitForPermission() async throws -> Permission {

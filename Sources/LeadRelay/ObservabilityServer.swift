@@ -5,7 +5,8 @@ import Prometheus
 import ServiceLifecycle
 import Synchronization
 
-/// The operators' HTTP endpoint, as a service: `GET /health/live`, `GET /health/ready`, `GET /metrics`.
+/// The operators' HTTP endpoint, as a service: `GET /health/live`, `GET /health/ready`, `GET /metrics`, and
+/// `GET /status` when the relay gives its status.
 ///
 /// It ends on graceful shutdown of its service group; put it first in the group so that it is the last to stop.
 public final class ObservabilityServer: Service, Sendable {
@@ -14,6 +15,7 @@ public final class ObservabilityServer: Service, Sendable {
     private let readiness: Readiness
     private let registry: PrometheusCollectorRegistry
     private let metrics: RelayMetrics?
+    private let status: RelayStatusReporter?
     private let logger: Logger
     private let onRunning: @Sendable (Int) async -> Void
     private let bound = Mutex<Int?>(nil)
@@ -21,13 +23,15 @@ public final class ObservabilityServer: Service, Sendable {
     /// `port` 0 lets the system choose; `onRunning` then learns the port (also readable as `boundPort`).
     public init(
         host: String, port: Int, readiness: Readiness, registry: PrometheusCollectorRegistry,
-        metrics: RelayMetrics? = nil, logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+        metrics: RelayMetrics? = nil, status: RelayStatusReporter? = nil, logger: Logger,
+        onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) {
         self.host = host
         self.port = port
         self.readiness = readiness
         self.registry = registry
         self.metrics = metrics
+        self.status = status
         self.logger = logger
         self.onRunning = onRunning
     }
@@ -37,7 +41,7 @@ public final class ObservabilityServer: Service, Sendable {
 
     public func run() async throws {
         let application = Application(
-            router: Self.makeRouter(readiness: readiness, registry: registry, metrics: metrics),
+            router: Self.makeRouter(readiness: readiness, registry: registry, metrics: metrics, status: status),
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
@@ -55,7 +59,8 @@ public final class ObservabilityServer: Service, Sendable {
 
     /// The routes, without a socket: tests drive them with HummingbirdTesting's router client.
     public static func makeRouter(
-        readiness: Readiness, registry: PrometheusCollectorRegistry, metrics: RelayMetrics? = nil
+        readiness: Readiness, registry: PrometheusCollectorRegistry, metrics: RelayMetrics? = nil,
+        status: RelayStatusReporter? = nil
     ) -> Router<BasicRequestContext> {
         let router = Router()
         router.get("/health/live") { _, _ in
@@ -69,9 +74,15 @@ public final class ObservabilityServer: Service, Sendable {
         router.get("/metrics") { _, _ in
             // A scrape also refreshes lead_relay_ready, so that it is current without a readiness poller.
             if let metrics { metrics.setReady(await readiness.evaluate().isReady) }
+            status?.refreshGauges()
             return Response(
                 status: .ok, headers: [.contentType: metricsContentType],
                 body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+        }
+        if let status {
+            router.get("/status") { _, _ in
+                jsonResponse(.ok, await status.json())
+            }
         }
         return router
     }

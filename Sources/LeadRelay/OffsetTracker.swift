@@ -1,3 +1,4 @@
+import Foundation
 import Kafka
 import Synchronization
 
@@ -11,6 +12,8 @@ public final class OffsetTracker: Sendable {
         /// Offsets begun and not yet passed by the committable point, ascending; `done` marks the completed ones.
         var offsets: [Int64] = []
         var done: [Bool] = []
+        /// Per entry of `offsets`, the record's timestamp (else when it was begun), in seconds since 1970.
+        var since: [Double] = []
         /// Index of the first live entry in `offsets`/`done`; the prefix before it is dead and reclaimed lazily.
         var head = 0
         var inFlight = 0
@@ -22,7 +25,7 @@ public final class OffsetTracker: Sendable {
         /// The first offset begun, the commit point until a commit happened.
         var firstBegun: Int64?
 
-        mutating func begin(_ offset: Int64) {
+        mutating func begin(_ offset: Int64, since timestamp: Double) {
             if let last = offsets.last, head < offsets.count, offset <= last {
                 // The consumer was rewound (a seek, or the partition came back): start over from here.
                 self = PartitionState(committed: committed)
@@ -31,6 +34,7 @@ public final class OffsetTracker: Sendable {
             }
             offsets.append(offset)
             done.append(false)
+            since.append(timestamp)
             inFlight += 1
             if firstBegun == nil { firstBegun = offset }
         }
@@ -57,6 +61,7 @@ public final class OffsetTracker: Sendable {
             if head > 1024, head * 2 > offsets.count {
                 offsets.removeFirst(head)
                 done.removeFirst(head)
+                since.removeFirst(head)
                 head = 0
             }
         }
@@ -75,6 +80,12 @@ public final class OffsetTracker: Sendable {
                 index -= 1
             }
             return abandoned
+        }
+
+        /// The first record not finished yet, unless it was abandoned.
+        var oldestUnfinished: (offset: Int64, since: Double)? {
+            guard head < offsets.count, abandonedFrom.map({ offsets[head] < $0 }) ?? true else { return nil }
+            return (offsets[head], since[head])
         }
 
         private func index(of offset: Int64) -> Int? {
@@ -140,9 +151,23 @@ public final class OffsetTracker: Sendable {
         return result
     }
 
-    /// The record at `offset` was taken for processing.
-    public func begin(_ partition: TopicPartition, offset: Int64) {
-        state.withLock { $0.partitions[partition, default: PartitionState()].begin(offset) }
+    /// The record at `offset` was taken for processing; `timestamp` (the record's, else now) dates it for
+    /// `unfinished()`.
+    public func begin(_ partition: TopicPartition, offset: Int64, timestamp: Date? = nil) {
+        let since = (timestamp ?? Date()).timeIntervalSince1970
+        state.withLock { $0.partitions[partition, default: PartitionState()].begin(offset, since: since) }
+    }
+
+    /// Per partition with records begun: how many are in flight, and the oldest not finished.
+    public func unfinished() -> [TopicPartition: UnfinishedRecords] {
+        state.withLock { state in
+            state.partitions.mapValues { partition in
+                let oldest = partition.oldestUnfinished
+                return UnfinishedRecords(
+                    inFlight: partition.inFlight, oldestOffset: oldest?.offset,
+                    oldestSince: oldest.map { Date(timeIntervalSince1970: $0.since) })
+            }
+        }
     }
 
     /// The record's outcome was acknowledged by the broker. Unknown offsets (of a removed partition) are ignored.
@@ -288,4 +313,13 @@ public final class OffsetTracker: Sendable {
             return idle
         }
     }
+}
+
+/// `OffsetTracker.unfinished()`, for one partition.
+public struct UnfinishedRecords: Sendable, Equatable {
+    public var inFlight: Int
+    /// The first record without an acknowledged outcome: the commit point.
+    public var oldestOffset: Int64?
+    /// Its timestamp (else when it was begun).
+    public var oldestSince: Date?
 }

@@ -4,7 +4,8 @@ import Logging
 import RelayPrimitives
 
 /// Publishes each record's outcome: a result record, or the input record byte for byte with the
-/// dead-letter headers. Either way completes only once the broker acknowledged the write, because the
+/// dead-letter headers after its own (a replayed record's `lead-relay.replay-count` among them, so the count
+/// survives each round). Either way completes only once the broker acknowledged the write, because the
 /// record's offset may be committed only then; a failed write is retried with back-off until it succeeds.
 struct OutcomePublisher: Sendable {
     let producer: any OutcomeProducer
@@ -148,25 +149,29 @@ struct OutcomePublisher: Sendable {
         _ deadLetter: DeadLetter, _ record: KafkaConsumerRecord, failedAt: Date
     ) -> [KafkaHeader] {
         var headers: [(String, String)] = [
-            ("lead-relay.error.stage", deadLetter.stage.rawValue),
-            ("lead-relay.error.reason", deadLetter.reason.rawValue),
-            ("lead-relay.error.message", deadLetter.message),
-            ("lead-relay.error.details", deadLetter.detailsJSON),
+            (DeadLetterHeader.stage, deadLetter.stage.rawValue),
+            (DeadLetterHeader.reason, deadLetter.reason.rawValue),
+            (DeadLetterHeader.message, deadLetter.message),
+            (DeadLetterHeader.details, deadLetter.detailsJSON),
         ]
         if let status = deadLetter.httpStatus {
-            headers.append(("lead-relay.error.http-status", String(status)))
+            headers.append((DeadLetterHeader.httpStatus, String(status)))
+        }
+        if let dedupeKey = deadLetter.dedupeKey {
+            headers.append((DeadLetterHeader.dedupeKey, dedupeKey))
         }
         headers.append(contentsOf: [
-            ("lead-relay.source.topic", record.topic),
-            ("lead-relay.source.partition", String(record.partition)),
-            ("lead-relay.source.offset", String(record.offset)),
+            (DeadLetterHeader.sourceTopic, record.topic),
+            (DeadLetterHeader.sourcePartition, String(record.partition)),
+            (DeadLetterHeader.sourceOffset, String(record.offset)),
         ])
         if let timestamp = record.timestamp {
-            headers.append(("lead-relay.source.timestamp", String(Int64(timestamp.timeIntervalSince1970 * 1000))))
+            headers.append(
+                (DeadLetterHeader.sourceTimestamp, String(Int64(timestamp.timeIntervalSince1970 * 1000))))
         }
         headers.append(contentsOf: [
-            ("lead-relay.attempts", String(deadLetter.attempts)),
-            ("lead-relay.failed-at", RFC3339Milliseconds.format(failedAt)),
+            (DeadLetterHeader.attempts, String(deadLetter.attempts)),
+            (DeadLetterHeader.failedAt, RFC3339Milliseconds.format(failedAt)),
         ])
         return headers.map { KafkaHeader(key: $0.0, value: Array($0.1.utf8)) }
     }

@@ -30,7 +30,8 @@ final class RecordAdmission<Work: Sendable>: Sendable {
                 let entry = queue[queueHead]
                 queueHead += 1
                 held += 1
-                offsets.begin(entry.record.topicPartition, offset: entry.record.offset)
+                offsets.begin(
+                    entry.record.topicPartition, offset: entry.record.offset, timestamp: entry.record.timestamp)
                 admitted.append(entry)
             }
             if queueHead == queue.count {
@@ -67,6 +68,18 @@ final class RecordAdmission<Work: Sendable>: Sendable {
     }
 
     var heldCount: Int { state.withLock { $0.held } }
+
+    /// Per partition, the records received and not yet admitted, and the first of them.
+    func queuedByPartition() -> [TopicPartition: (count: Int, first: KafkaConsumerRecord)] {
+        state.withLock { state in
+            var queued: [TopicPartition: (count: Int, first: KafkaConsumerRecord)] = [:]
+            for entry in state.queue[state.queueHead...] {
+                let record = entry.record
+                queued[record.topicPartition, default: (0, record)].count += 1
+            }
+            return queued
+        }
+    }
     var queuedCount: Int { state.withLock { $0.queued } }
 
     /// Queues `entries` behind those waiting; returns the ones admitted now, for the caller to start.

@@ -51,6 +51,8 @@ struct DeadLetter: Sendable {
     var detailsJSON: String
     var httpStatus: Int?
     var attempts: Int
+    /// Known once the record decoded into a lead: the key a replay can be selected by (`lead-relay dlq --key`).
+    var dedupeKey: String? = nil
 }
 
 extension DeadLetter {

@@ -215,7 +215,7 @@ struct RecordProcessor: Sendable {
                     DeadLetter(
                         stage: .submit, reason: .rejectedByAPI,
                         message: "the API rejected the lead with HTTP \(httpStatus)", detailsJSON: detailsJSON,
-                        httpStatus: httpStatus, attempts: attempts.count))
+                        httpStatus: httpStatus, attempts: attempts.count, dedupeKey: event.dedupeKey))
             case .transient(let httpStatus, let description, _, _):
                 // During an outage the circuit holds every lead; only a lead that keeps failing while
                 // others get through has exhausted its retries.
@@ -244,7 +244,8 @@ struct RecordProcessor: Sendable {
                     DeadLetter(
                         stage: .submit, reason: .retriesExhausted,
                         message: "transient failures until the retry deadline: \(description)",
-                        detailsJSON: "[]", httpStatus: httpStatus, attempts: attempts.count))
+                        detailsJSON: "[]", httpStatus: httpStatus, attempts: attempts.count,
+                        dedupeKey: event.dedupeKey))
             case .authenticationFailed:
                 // A configuration fault, not the lead's: the gates hold everything until credentials work.
                 deadline = retryDeadline.map { ContinuousClock.now + $0 }

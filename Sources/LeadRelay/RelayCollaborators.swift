@@ -21,7 +21,10 @@ protocol RelayConsumer: Sendable {
     @discardableResult
     func close(timeout: Duration) async throws -> Bool
     func assignment() -> Set<TopicPartition>
-    func lag() -> [TopicPartition: Int64]
+    func positions() -> [TopicPartition: KafkaPartitionPosition]
+    /// What the group committed for the assigned partitions, as the coordinator answers; nil when it did not
+    /// within `timeout`.
+    func committedOffsets(timeout: Duration) async throws -> [TopicPartition: Int64]?
 }
 
 /// The output side: writes outcome records and reports when the broker has them.

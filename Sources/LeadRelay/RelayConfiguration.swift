@@ -334,8 +334,8 @@ public struct RelayConfiguration: Sendable {
 }
 
 extension RelayConfiguration: CustomStringConvertible {
-    /// Every value, with secrets replaced by `[redacted]`: safe to log.
-    public var description: String {
+    /// Every value as a name and its text, with secrets replaced by `[redacted]`: safe to log and to show.
+    public var redactedFields: [(name: String, value: String)] {
         let auth =
             switch seekerLeadsAuthentication {
             case .staticToken: "static-token([redacted])"
@@ -352,21 +352,25 @@ extension RelayConfiguration: CustomStringConvertible {
         let kafka = kafkaProperties.sorted { $0.key < $1.key }.map { key, value in
             "\(key)=\(kafkaConfiguration.isSecretValue(of: key) ? "[redacted]" : value)"
         }
-        return """
-            RelayConfiguration(kafka: [\(kafka.joined(separator: ", "))], groupID: \(groupID), \
-            inputTopic: \(inputTopic), resultsTopic: \(resultsTopic), deadLetterTopic: \(deadLetterTopic), \
-            eventType: \(eventType), maxEventBytes: \(maxEventBytes), \
-            seekerLeadsBaseURL: \(seekerLeadsBaseURL.absoluteString), auth: \(auth), \
-            seekerLeadsTimeout: \(seekerLeadsTimeout), maxInFlight: \(maxInFlight), rateLimit: \(rateLimit), \
-            rateWindow: \(rateWindow), rateMargin: \(rateMargin), retryBase: \(retryBase), retryMax: \(retryMax), \
-            retryDeadline: \(retryDeadline.map { "\($0)" } ?? "forever"), reconcileAfter: \(reconcileAfter), \
-            circuitThreshold: \(circuitThreshold), \
-            maxPendingRecords: \(maxPendingRecords), http: \(httpHost):\(httpPort), \
-            dedupeDatabasePath: \(dedupeDatabasePath), dedupeTTL: \(dedupeTTL), \
-            database: \(databaseURL.map { "\($0)" } ?? "none"), budgetKey: \(budgetKeyShown), \
-            databaseConnectTimeout: \(databaseConnectTimeout), shutdownTimeout: \(shutdownTimeout), \
-            logLevel: \(logLevel), logFormat: \(logFormat.rawValue))
-            """
+        return [
+            ("kafka", "[\(kafka.joined(separator: ", "))]"), ("groupID", groupID), ("inputTopic", inputTopic),
+            ("resultsTopic", resultsTopic), ("deadLetterTopic", deadLetterTopic), ("eventType", eventType),
+            ("maxEventBytes", "\(maxEventBytes)"), ("seekerLeadsBaseURL", seekerLeadsBaseURL.absoluteString),
+            ("auth", auth), ("seekerLeadsTimeout", "\(seekerLeadsTimeout)"), ("maxInFlight", "\(maxInFlight)"),
+            ("rateLimit", "\(rateLimit)"), ("rateWindow", "\(rateWindow)"), ("rateMargin", "\(rateMargin)"),
+            ("retryBase", "\(retryBase)"), ("retryMax", "\(retryMax)"),
+            ("retryDeadline", retryDeadline.map { "\($0)" } ?? "forever"), ("reconcileAfter", "\(reconcileAfter)"),
+            ("circuitThreshold", "\(circuitThreshold)"), ("maxPendingRecords", "\(maxPendingRecords)"),
+            ("http", "\(httpHost):\(httpPort)"), ("dedupeDatabasePath", dedupeDatabasePath),
+            ("dedupeTTL", "\(dedupeTTL)"), ("database", databaseURL.map { "\($0)" } ?? "none"),
+            ("budgetKey", budgetKeyShown), ("databaseConnectTimeout", "\(databaseConnectTimeout)"),
+            ("shutdownTimeout", "\(shutdownTimeout)"), ("logLevel", "\(logLevel)"), ("logFormat", logFormat.rawValue),
+        ]
+    }
+
+    /// Every value, with secrets replaced by `[redacted]`: safe to log.
+    public var description: String {
+        "RelayConfiguration(" + redactedFields.map { "\($0.name): \($0.value)" }.joined(separator: ", ") + ")"
     }
 }
 

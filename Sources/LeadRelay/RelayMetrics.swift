@@ -28,7 +28,8 @@ public final class RelayMetrics: Sendable {
     private let inProcessRecords: Meter
     private let abandonedInFlight: Counter
     private let repeatedOutcomes: Counter
-    private let consumerLag = Mutex<[TopicPartition: Gauge]>([:])
+    private let consumerLag: PartitionGauges
+    private let oldestUnfinishedAge: PartitionGauges
 
     /// `factory` is the process's backend by default; tests pass a `RelayMetricsFactory` over their own registry.
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
@@ -59,6 +60,8 @@ public final class RelayMetrics: Sendable {
         inProcessRecords = Meter(label: "lead_relay_in_process_records", factory: factory)
         abandonedInFlight = Counter(label: "lead_relay_abandoned_in_flight_total", factory: factory)
         repeatedOutcomes = Counter(label: "lead_relay_repeated_outcomes_total", factory: factory)
+        consumerLag = PartitionGauges(label: "lead_relay_consumer_lag", factory: factory)
+        oldestUnfinishedAge = PartitionGauges(label: "lead_relay_oldest_unfinished_age_seconds", factory: factory)
         for counter in Array(outcomes.values) + Array(deadLetters.values) + [abandonedInFlight, repeatedOutcomes] {
             counter.increment(by: 0)
         }
@@ -96,28 +99,57 @@ public final class RelayMetrics: Sendable {
     /// Gives newly assigned partitions their lag series at once, at 0 until the next `recordLag(_:assignment:)`, so
     /// that a scrape right after an assignment already has them.
     public func partitionsAssigned(_ partitions: [TopicPartition]) {
-        consumerLag.withLock { gauges in
-            for partition in partitions where gauges[partition] == nil {
-                let gauge = lagGauge(partition)
-                gauge.record(0)
-                gauges[partition] = gauge
-            }
-        }
+        consumerLag.add(partitions)
+        oldestUnfinishedAge.add(partitions)
     }
 
     /// Updates the lag series of the assigned partitions: one whose watermark is not known yet (librdkafka has not
     /// fetched it, or just lost it) keeps its last value instead of vanishing from the scrape; partitions no longer
     /// assigned lose theirs.
     public func recordLag(_ lag: [TopicPartition: Int64], assignment: Set<TopicPartition>) {
-        let gone = consumerLag.withLock { gauges -> [Gauge] in
+        consumerLag.record(lag.mapValues(Double.init), assignment: assignment)
+    }
+
+    /// Lag in time: per assigned partition, how long ago its oldest unfinished record was written (0 with none).
+    func recordOldestUnfinishedAge(_ ages: [TopicPartition: Double], assignment: Set<TopicPartition>) {
+        oldestUnfinishedAge.record(
+            Dictionary(uniqueKeysWithValues: assignment.map { ($0, ages[$0] ?? 0) }), assignment: assignment)
+    }
+}
+
+/// One gauge per assigned partition, labelled `topic` and `partition`; a partition's series goes when it does.
+private final class PartitionGauges: Sendable {
+    private let label: String
+    private let factory: any MetricsFactory
+    private let gauges = Mutex<[TopicPartition: Gauge]>([:])
+
+    init(label: String, factory: any MetricsFactory) {
+        self.label = label
+        self.factory = factory
+    }
+
+    /// New partitions' series at 0.
+    func add(_ partitions: [TopicPartition]) {
+        gauges.withLock { gauges in
+            for partition in partitions where gauges[partition] == nil {
+                let gauge = gauge(partition)
+                gauge.record(0)
+                gauges[partition] = gauge
+            }
+        }
+    }
+
+    /// A partition without a value keeps its last one (0 if it had none); partitions not in `assignment` go.
+    func record(_ values: [TopicPartition: Double], assignment: Set<TopicPartition>) {
+        let gone = gauges.withLock { gauges -> [Gauge] in
             var gone: [Gauge] = []
             for (partition, gauge) in gauges where !assignment.contains(partition) {
                 gone.append(gauge)
                 gauges[partition] = nil
             }
             for partition in assignment {
-                let gauge = gauges[partition] ?? lagGauge(partition)
-                if let value = lag[partition] {
+                let gauge = gauges[partition] ?? self.gauge(partition)
+                if let value = values[partition] {
                     gauge.record(max(0, value))
                 } else if gauges[partition] == nil {
                     gauge.record(0)
@@ -129,9 +161,9 @@ public final class RelayMetrics: Sendable {
         for gauge in gone { gauge.destroy() }
     }
 
-    private func lagGauge(_ partition: TopicPartition) -> Gauge {
+    private func gauge(_ partition: TopicPartition) -> Gauge {
         Gauge(
-            label: "lead_relay_consumer_lag",
-            dimensions: [("topic", partition.topic), ("partition", String(partition.partition))], factory: factory)
+            label: label, dimensions: [("topic", partition.topic), ("partition", String(partition.partition))],
+            factory: factory)
     }
 }

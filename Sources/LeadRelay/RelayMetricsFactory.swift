@@ -28,6 +28,8 @@ public struct RelayMetricsFactory: MetricsFactory {
         "lead_relay_auth_failing": "1 while the API refuses the credentials.",
         "lead_relay_ready": "1 while every readiness check passes.",
         "lead_relay_consumer_lag": "Records behind the end of the partition.",
+        "lead_relay_oldest_unfinished_age_seconds":
+            "Seconds since the oldest record received and not yet at its outcome was written (0 with none).",
         "lead_relay_in_process_records": "Records consumed and not yet at their outcome.",
         "lead_relay_abandoned_in_flight_total":
             "Leads sent to the API whose answer had not come when a shutdown or revocation stopped waiting.",

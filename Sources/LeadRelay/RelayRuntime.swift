@@ -116,7 +116,9 @@ public final class RelayRuntime: Sendable {
             metrics: metrics, logger: logger)
         observability = ObservabilityServer(
             host: configuration.httpHost, port: configuration.httpPort, readiness: readiness, registry: registry,
-            metrics: metrics, logger: logger, onRunning: onHTTPRunning)
+            metrics: metrics,
+            status: RelayStatusReporter(relay: relay, gates: gates, client: client, configuration: configuration),
+            logger: logger, onRunning: onHTTPRunning)
         self.client = client
         self.tally = tally
     }

@@ -36,6 +36,8 @@ public final class RelayService: Service, Sendable {
     private let readiness: Readiness
     private let metrics: RelayMetrics
     private let offsets = OffsetTracker()
+    /// The group's committed offsets, as the coordinator last answered (`refreshGroupCommitted`).
+    private let groupCommitted = Mutex<[TopicPartition: Int64]>([:])
     private let admission: RecordAdmission<RecordProcessor.Route>
     /// The records on the submission path, while their task runs: what a shutdown or revocation may abandon.
     private let submissions = Mutex<[TopicPartition: [Int64: Submission]]>([:])
@@ -327,9 +329,84 @@ public final class RelayService: Service, Sendable {
 
     private func publishLagPeriodically() async {
         while !Task.isCancelled {
-            metrics.recordLag(consumer.lag(), assignment: consumer.assignment())
-            metrics.setInProcessRecords(admission.heldCount)
+            await refreshGroupCommitted()
+            refreshPartitionGauges()
             try? await Task.sleep(for: settings.lagInterval)
+        }
+    }
+
+    /// Asks the coordinator where the group stands in the assigned partitions this relay has not read from yet: their
+    /// lag counts from there, not from the partition's first record.
+    private func refreshGroupCommitted() async {
+        let positions = consumer.positions()
+        guard positions.values.contains(where: { $0.position == nil }),
+            let committed = try? await consumer.committedOffsets(timeout: .seconds(2))
+        else { return }
+        groupCommitted.withLock { $0 = committed }
+    }
+
+    /// Per assigned partition whose end is known: records from where the relay reads next (its position, else the
+    /// group's commit) to the end.
+    private func lag(_ positions: [TopicPartition: KafkaPartitionPosition], committed: [TopicPartition: Int64])
+        -> [TopicPartition: Int64]
+    {
+        var lag: [TopicPartition: Int64] = [:]
+        for (partition, position) in positions {
+            guard let high = position.highWatermark else { continue }
+            let next = position.position ?? committed[partition] ?? position.lowWatermark ?? 0
+            lag[partition] = max(0, high - next)
+        }
+        return lag
+    }
+
+    /// Lag in records and in time, and the records held: also at each scrape, so that an age is current.
+    public func refreshPartitionGauges() {
+        let assignment = consumer.assignment()
+        metrics.recordLag(
+            lag(consumer.positions(), committed: groupCommitted.withLock { $0 }), assignment: assignment)
+        let now = Date()
+        var ages: [TopicPartition: Double] = [:]
+        for (partition, oldest) in oldestUnfinished() {
+            ages[partition] = max(0, now.timeIntervalSince(oldest.since))
+        }
+        metrics.recordOldestUnfinishedAge(ages, assignment: assignment)
+        metrics.setInProcessRecords(admission.heldCount)
+    }
+
+    /// Per partition, the first record received and not finished: begun, else still queued for admission.
+    private func oldestUnfinished() -> [TopicPartition: (offset: Int64, since: Date, held: Int)] {
+        let unfinished = offsets.unfinished()
+        let queued = admission.queuedByPartition()
+        var oldest: [TopicPartition: (offset: Int64, since: Date, held: Int)] = [:]
+        for partition in Set(unfinished.keys).union(queued.keys) {
+            let begun = unfinished[partition]
+            let waiting = queued[partition]
+            let held = (begun?.inFlight ?? 0) + (waiting?.count ?? 0)
+            if let offset = begun?.oldestOffset, let since = begun?.oldestSince {
+                oldest[partition] = (offset, since, held)
+            } else if let first = waiting?.first {
+                oldest[partition] = (first.offset, first.timestamp ?? Date(), held)
+            }
+        }
+        return oldest
+    }
+
+    /// Per assigned partition, where the relay stands: for `GET /status`. The committed offsets are asked of the
+    /// group's coordinator (at most 2 s; nil each when it does not answer).
+    public func partitionStatus() async -> [PartitionStatus] {
+        let positions = consumer.positions()
+        let committed = try? await consumer.committedOffsets(timeout: .seconds(2))
+        let lags = lag(positions, committed: committed ?? groupCommitted.withLock { $0 })
+        let oldest = oldestUnfinished()
+        let now = Date()
+        return consumer.assignment().sorted { ($0.topic, $0.partition) < ($1.topic, $1.partition) }.map { partition in
+            let position = positions[partition]
+            let first = oldest[partition]
+            return PartitionStatus(
+                topic: partition.topic, partition: partition.partition, committedOffset: committed?[partition],
+                position: position?.position, highWatermark: position?.highWatermark, lag: lags[partition],
+                recordsHeld: first?.held ?? 0, oldestUnfinishedOffset: first?.offset,
+                oldestUnfinishedAgeSeconds: first.map { max(0, now.timeIntervalSince($0.since)) })
         }
     }
 

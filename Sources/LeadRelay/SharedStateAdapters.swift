@@ -130,6 +130,9 @@ final class SharedRequestBudget: RequestBudget {
         var grants: [UInt64: SharedRateBudget.Grant] = [:]
         var nextID: UInt64 = 0
         var heldUntil: ContinuousClock.Instant?
+        /// When this relay's recent requests were granted, for the status page.
+        var recentGrants: [ContinuousClock.Instant] = []
+        var lastGroupInFlight: Int?
     }
 
     private let budget: SharedRateBudget
@@ -168,9 +171,14 @@ final class SharedRequestBudget: RequestBudget {
             metrics.grants.increment()
             metrics.grantWait.recordNanoseconds(waited.nanosecondsValue)
             metrics.groupInFlight.record(grant.inFlight)
+            let now = ContinuousClock.now
+            let window = budget.configuration.window
             let id = state.withLock { state in
                 state.nextID += 1
                 state.grants[state.nextID] = grant
+                state.lastGroupInFlight = grant.inFlight
+                state.recentGrants.removeAll { $0.advanced(by: window) <= now }
+                state.recentGrants.append(now)
                 return state.nextID
             }
             return BudgetPermit(waited: waited, grantedAt: .now, id: id)
@@ -192,6 +200,18 @@ final class SharedRequestBudget: RequestBudget {
         state.withLock { state in
             if let heldUntil = state.heldUntil, heldUntil >= instant { return }
             state.heldUntil = instant
+        }
+    }
+
+    func snapshot() -> BudgetSnapshot {
+        let now = ContinuousClock.now
+        let window = budget.configuration.window
+        let waiting = budget.waitingAcquirers
+        return state.withLock { state in
+            BudgetSnapshot(
+                scope: "shared", inFlight: state.grants.count, groupInFlight: state.lastGroupInFlight,
+                startsInLastWindow: state.recentGrants.count { $0.advanced(by: window) > now }, waiting: waiting,
+                holdRemaining: state.heldUntil.flatMap { $0 > now ? $0 - now : nil })
         }
     }
 

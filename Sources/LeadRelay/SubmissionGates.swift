@@ -30,6 +30,11 @@ final class SubmissionGates: Sendable {
 
     var isHoldingSubmissions: Bool { circuit.isOpen || credentials.isOpen }
 
+    /// The API's circuit and the credentials' one, as they stand.
+    func snapshot() -> (circuit: CircuitBreaker.Snapshot, credentials: CircuitBreaker.Snapshot) {
+        (circuit.snapshot(), credentials.snapshot())
+    }
+
     /// Gates for the attempts of one lead: each attempt's permissions are reported with its outcome.
     func attemptGate() -> AttemptGate { AttemptGate(gates: self) }
 

@@ -63,6 +63,8 @@ public struct Demo: Sendable {
         public var budgetPerSecond: Double
         public var budgetViolations: Int
         public var leadsStoredByAPI: Int
+        /// What `lead-relay dlq summary` said of the demo's dead-letter topic, when it holds any.
+        public var deadLetterSummary: DeadLetterSummary?
 
         /// Over `seconds`: the wait for the group join is not part of the relay's rate. (A run of a few
         /// dozen records lasts less than a second, and most of it fits in the budget's first window.)
@@ -171,7 +173,15 @@ public struct Demo: Sendable {
         }
         await runtime.shutdown()
         await simulator.shutdown()
-        guard let summary else { throw DemoError.stoppedEarly }
+        guard var summary else { throw DemoError.stoppedEarly }
+        if summary.deadLettered > 0 {
+            // Read while the demo's cluster still runs: it goes with this process.
+            let queue = DeadLetterQueue(
+                configuration: try DeadLetterToolConfiguration.fromEnvironment([
+                    "KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrapServers
+                ]), logger: logger)
+            summary.deadLetterSummary = try await queue.summary(DeadLetterFilter())
+        }
         return summary
     }
 

@@ -26,6 +26,8 @@ actor AccessTokenProvider {
     private struct CachedToken {
         let value: String
         let refreshAfter: ContinuousClock.Instant
+        /// When the token endpoint said it expires; nil for the static token.
+        var expiresAt: Date? = nil
     }
 
     private struct TokenResponse: Decodable {
@@ -76,6 +78,12 @@ actor AccessTokenProvider {
         return try await sharedFetch().value
     }
 
+    /// How the client authenticates (`static-token`, `client-credentials`) and when the token it holds expires.
+    func status() -> (method: String, tokenExpiresAt: Date?) {
+        guard case .clientCredentials = authentication else { return ("static-token", nil) }
+        return ("client-credentials", cached?.expiresAt)
+    }
+
     /// Whether the static token can be replaced: a 401 with a static token is final.
     nonisolated var canRefresh: Bool {
         if case .clientCredentials = authentication { return true }
@@ -112,6 +120,7 @@ actor AccessTokenProvider {
         )
         request.body = .bytes(ByteBuffer(bytes: body))
         let requestedAt = ContinuousClock.now
+        let requestedAtDate = Date()
         let response: HTTPClientResponse
         let responseBody: ByteBuffer
         do {
@@ -140,6 +149,8 @@ actor AccessTokenProvider {
         // sent in its last moments.
         let earlyBy = min(lifetime / 10, .seconds(60))
         logger.debug("obtained an access token", metadata: ["expires_in_s": "\(decoded.expires_in ?? 3600)"])
-        return CachedToken(value: decoded.access_token, refreshAfter: requestedAt.advanced(by: lifetime - earlyBy))
+        return CachedToken(
+            value: decoded.access_token, refreshAfter: requestedAt.advanced(by: lifetime - earlyBy),
+            expiresAt: requestedAtDate.addingTimeInterval(Double(lifetime.components.seconds)))
     }
 }

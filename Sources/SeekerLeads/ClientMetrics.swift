@@ -1,3 +1,4 @@
+import Foundation
 import Metrics
 import Synchronization
 
@@ -16,6 +17,8 @@ final class ClientMetrics: Sendable {
     }
 
     private let requestsByCode = Mutex<[SeriesKey: Counter]>([:])
+    /// Per answer code of `POST /leads`: how many, and the last one's time, for the status page.
+    private let createLeadAnswers = Mutex<[String: APIAnswerTally]>([:])
     let requestDuration = Timer(label: "lead_relay_api_request_duration_seconds")
     let retries = Counter(label: "lead_relay_retries_total")
     private let inFlightGauge = Gauge(label: "lead_relay_api_in_flight")
@@ -39,6 +42,13 @@ final class ClientMetrics: Sendable {
     }
 
     func countRequest(_ route: Route, code: String) {
+        if route == .createLead {
+            let now = Date()
+            createLeadAnswers.withLock { answers in
+                answers[code, default: APIAnswerTally(count: 0, lastAt: now)].count += 1
+                answers[code]?.lastAt = now
+            }
+        }
         let key = SeriesKey(route: route, code: code)
         let counter = requestsByCode.withLock { counters -> Counter in
             if let existing = counters[key] { return existing }
@@ -48,6 +58,8 @@ final class ClientMetrics: Sendable {
         }
         counter.increment()
     }
+
+    var answersByCode: [String: APIAnswerTally] { createLeadAnswers.withLock { $0 } }
 
     private static func counter(_ key: SeriesKey) -> Counter {
         Counter(
@@ -69,4 +81,10 @@ final class ClientMetrics: Sendable {
         }
         inFlightGauge.record(value)
     }
+}
+
+/// How often the API gave one answer (an HTTP status, `timeout` or `connection_error`), and when it last did.
+public struct APIAnswerTally: Sendable, Equatable {
+    public var count: Int
+    public var lastAt: Date
 }

@@ -117,6 +117,19 @@ public final class RateBudget: RequestBudget {
     /// The number of callers waiting.
     public var waiting: Int { state.withLock { $0.waiters.count } }
 
+    public func snapshot() -> BudgetSnapshot {
+        let now = clock.now
+        return state.withLock { state in
+            BudgetSnapshot(
+                scope: "process", inFlight: state.inFlight, groupInFlight: nil,
+                startsInLastWindow: state.slots.count {
+                    !$0.written || $0.startedAt.advanced(by: configuration.window) > now
+                },
+                waiting: state.waiters.count,
+                holdRemaining: state.heldUntil.flatMap { $0 > now ? $0 - now : nil })
+        }
+    }
+
     // MARK: - Queue
 
     private func enqueueAndWait(arrival: ContinuousClock.Instant) async throws -> Permit {

@@ -26,4 +26,34 @@ public protocol RequestBudget: Sendable {
     func release(_ permit: BudgetPermit)
     /// Holds every start until `instant` (a `Retry-After`). A later hold extends an earlier one.
     func hold(until instant: ContinuousClock.Instant)
+    /// The budget as it stands, for the status page.
+    func snapshot() -> BudgetSnapshot
+}
+
+/// A budget as it stands: what `GET /status` shows of it.
+public struct BudgetSnapshot: Sendable, Equatable {
+    /// `process` for a budget of this relay's own, `shared` for one shared through a database.
+    public var scope: String
+    /// Requests of this relay holding a permit.
+    public var inFlight: Int
+    /// Of the whole group sharing the budget, as its last grant counted them; nil for a budget of its own.
+    public var groupInFlight: Int?
+    /// This relay's starts in the last window (those not yet written count too).
+    public var startsInLastWindow: Int
+    /// Callers waiting for a permit.
+    public var waiting: Int
+    /// What is left of a `Retry-After` hold; nil when none holds.
+    public var holdRemaining: Duration?
+
+    public init(
+        scope: String, inFlight: Int, groupInFlight: Int?, startsInLastWindow: Int, waiting: Int,
+        holdRemaining: Duration?
+    ) {
+        self.scope = scope
+        self.inFlight = inFlight
+        self.groupInFlight = groupInFlight
+        self.startsInLastWindow = startsInLastWindow
+        self.waiting = waiting
+        self.holdRemaining = holdRemaining
+    }
 }

@@ -68,6 +68,14 @@ public final class SeekerLeadsClient: Sendable {
         )
     }
 
+    /// What the client knows of the API now: its budget, its credentials, and its answers to `POST /leads` so far.
+    public func status() async -> SeekerLeadsClientStatus {
+        let (method, expiresAt) = await tokens.status()
+        return SeekerLeadsClientStatus(
+            budget: budget.snapshot(), authentication: method, tokenExpiresAt: expiresAt,
+            answersByCode: metrics.answersByCode)
+    }
+
     /// One attempt: through the budget; a 401 triggers one token refresh and one retry inside this call.
     /// `requestBody` is the `createLeadRequest` JSON; only the fields the schema defines are sent.
     /// Withdrawn (`SubmissionWithdrawn`, nothing sent) when `mayWrite` says no once the budget granted the attempt.
@@ -364,4 +372,14 @@ public struct SubmissionWithdrawn: Error, CustomStringConvertible {
 /// The configuration cannot produce a working client.
 public struct SeekerLeadsConfigurationError: Error, CustomStringConvertible {
     public let description: String
+}
+
+/// `SeekerLeadsClient.status()`.
+public struct SeekerLeadsClientStatus: Sendable {
+    public var budget: BudgetSnapshot
+    /// `static-token` or `client-credentials`.
+    public var authentication: String
+    /// The held client-credentials token's expiry; nil before the first token and for a static one.
+    public var tokenExpiresAt: Date?
+    public var answersByCode: [String: APIAnswerTally]
 }

@@ -83,10 +83,11 @@ struct DemoCommand: AsyncParsableCommand {
             \(counted(summary.leadsStoredByAPI, "lead")), \(counted(summary.budgetViolations, "budget violation"))
             """,
         ]
-        if summary.deadLettered > 0 {
+        if let deadLetters = summary.deadLetterSummary {
             lines.append(
-                "\(counted(summary.deadLettered, "dead letter")): inspect them with `lead-relay dlq summary` (see README)"
-            )
+                "\(counted(summary.deadLettered, "dead letter")): `lead-relay dlq summary` shows them by reason "
+                    + "(`dlq list` one by one, `dlq replay` re-drives them; see README):")
+            lines += deadLetters.text.split(separator: "\n").map { "  " + $0 }
         }
         return lines
     }

@@ -106,9 +106,6 @@ struct ValidateCommand: ParsableCommand {
         }
     }
 
-    private func printError(_ line: String) {
-        FileHandle.standardError.write(Data((line + "\n").utf8))
-    }
 }
 
 /// An `errno` value, described as the C library describes it.

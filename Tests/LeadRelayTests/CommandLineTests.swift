@@ -64,6 +64,10 @@ struct CommandLineTests {
         let duplicates = mix.filter { $0.expectation == .duplicate }.count
         let deadLetters = mix.count - submitted - duplicates
         try #require(duplicates > 0 && deadLetters > 0, "the mix should have every outcome")
+        var deadLettersByReason: [String: Int] = [:]
+        for record in mix {
+            if case .deadLettered(let reason) = record.expectation { deadLettersByReason[reason, default: 0] += 1 }
+        }
         let expected = """
               outcomes: \(submitted) submitted, \(duplicates) duplicate\(duplicates == 1 ? "" : "s"), \
             \(deadLetters) dead letters
@@ -72,9 +76,16 @@ struct CommandLineTests {
         for run in [first, second] {
             #expect(run.lines.filter { $0.hasPrefix("  outcomes: ") } == [expected], "\(run.output)")
             #expect(run.lines.contains("produced \(count) sample records to leads.submitted (seed 1)"))
-            #expect(
-                run.lines.last == "\(deadLetters) dead letters: inspect them with `lead-relay dlq summary` (see README)"
-            )
+            // The pointer at `lead-relay dlq summary`, with what it says of the demo's dead letters.
+            let pointer = run.lines.firstIndex {
+                $0.hasPrefix("\(deadLetters) dead letters: `lead-relay dlq summary` shows them by reason")
+            }
+            #expect(pointer.map { run.lines[$0 + 1] } == "  \(deadLetters) dead letters selected in leads.dlq")
+            for (reason, letters) in deadLettersByReason {
+                #expect(
+                    run.lines.contains { $0.hasPrefix("    \(reason) ") && $0.hasSuffix(" \(letters)") },
+                    "\(reason): \(letters) dead letters not in \(run.output)")
+            }
             // Not a terminal: whole lines, no redrawing.
             #expect(!run.output.contains("\r"))
             #expect(run.lines.contains { $0.hasPrefix("\(count)/\(count) handled: \(submitted) submitted, ") })

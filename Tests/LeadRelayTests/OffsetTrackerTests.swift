@@ -1,3 +1,4 @@
+import Foundation
 import Kafka
 import Testing
 
@@ -21,6 +22,22 @@ import Testing
         tracker.complete(p0, offset: 13)
         #expect(tracker.committable() == [p0: 15])
         #expect(tracker.inFlightCount(p0) == 0)
+    }
+
+    @Test func theOldestUnfinishedRecordIsTheCommitPointWithItsTimestamp() {
+        let tracker = OffsetTracker()
+        let written = Date(timeIntervalSince1970: 1_800_000_000)
+        for offset in Int64(0)..<3 {
+            tracker.begin(p0, offset: offset, timestamp: written.addingTimeInterval(Double(offset)))
+        }
+        tracker.complete(p0, offset: 1)
+        #expect(tracker.unfinished()[p0] == UnfinishedRecords(inFlight: 2, oldestOffset: 0, oldestSince: written))
+        tracker.complete(p0, offset: 0)
+        #expect(
+            tracker.unfinished()[p0]
+                == UnfinishedRecords(inFlight: 1, oldestOffset: 2, oldestSince: written.addingTimeInterval(2)))
+        tracker.complete(p0, offset: 2)
+        #expect(tracker.unfinished()[p0] == UnfinishedRecords(inFlight: 0, oldestOffset: nil, oldestSince: nil))
     }
 
     @Test func abandoningTakesOnlyATailOfUnfinishedRecordsAndHoldsTheCommitBelowIt() {

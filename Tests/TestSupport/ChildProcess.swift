@@ -5,6 +5,8 @@ import Foundation
 public final class ChildProcess: Sendable {
     private let process: Process
     private let stdoutLines: Locked<[String]>
+    /// Set once standard output reached its end: every line is then in `stdoutLines`.
+    private let stdoutEnded: Locked<Bool>
     public let stderrPath: String
 
     /// Where `swift build` put this package's executables: beside the test bundle.
@@ -34,7 +36,9 @@ public final class ChildProcess: Sendable {
         let stderrHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
         process.standardError = stderrHandle
         let lines = Locked<[String]>([])
+        let ended = Locked(false)
         self.stdoutLines = lines
+        self.stdoutEnded = ended
         self.process = process
         try process.run()
         try stderrHandle.close()
@@ -43,7 +47,10 @@ public final class ChildProcess: Sendable {
             var buffer = Data()
             while true {
                 let chunk = reader.availableData
-                if chunk.isEmpty { break }
+                if chunk.isEmpty {
+                    ended.value = true
+                    break
+                }
                 buffer.append(chunk)
                 while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
                     let line = String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self)
@@ -114,10 +121,10 @@ public final class ChildProcess: Sendable {
         process.terminationReason == .exit ? .exited(process.terminationStatus) : .killed(process.terminationStatus)
     }
 
-    /// Waits for the process to end.
+    /// Waits for the process to end and its standard output to be read to the end.
     public func waitForExit(timeout: Duration = .seconds(60)) async throws -> Termination {
         try await waitFor("\(product) to exit", timeout: timeout) {
-            guard !process.isRunning else { return nil }
+            guard !process.isRunning, stdoutEnded.value else { return nil }
             return termination
         }
     }

@@ -32,6 +32,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
+ALERT_TESTS = DEPLOY / "prometheus" / "alerts.test.yaml"
 DASHBOARD = DEPLOY / "grafana" / "lead-relay.json"
 COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
@@ -50,6 +51,7 @@ CONTRACT_METRICS = {
     "lead_relay_retries_total",
     "lead_relay_circuit_open",
     "lead_relay_consumer_lag",
+    "lead_relay_oldest_unfinished_age_seconds",
     "lead_relay_end_to_end_seconds",
     "lead_relay_ready",
     "lead_relay_auth_failing",
@@ -347,9 +349,22 @@ def test_promtool_check_config():
 
 def test_promtool_rule_unit_tests():
     """The alerts fire on the series they are about and stay quiet on healthy ones."""
-    result = subprocess.run(["promtool", "test", "rules", str(DEPLOY / "prometheus" / "alerts.test.yaml")],
-                            capture_output=True, text=True)
+    result = subprocess.run(["promtool", "test", "rules", str(ALERT_TESTS)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_unit_test_in_which_it_fires():
+    """promtool passes a rule without any test case: each alert needs one where it fires with its severity."""
+    rules = {rule["alert"]: rule for rule in alert_rules()}
+    firing = set()
+    for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"]:
+        for check in case.get("alert_rule_test", []):
+            name = check["alertname"]
+            assert name in rules, f"alerts.test.yaml tests {name}, which alerts.yaml does not define"
+            for alert in check.get("exp_alerts") or []:
+                assert alert["exp_labels"]["severity"] == rules[name]["labels"]["severity"], name
+                firing.add(name)
+    assert not set(rules) - firing, f"no test case in which these alerts fire: {sorted(set(rules) - firing)}"
 
 
 def test_every_alert_has_severity_summary_and_a_runbook_section():
@@ -358,6 +373,7 @@ def test_every_alert_has_severity_summary_and_a_runbook_section():
     assert {rule["alert"] for rule in rules} >= {
         "LeadRelayDeadLetters", "LeadRelayConsumerLagGrowing", "LeadRelayCircuitOpen",
         "LeadRelayAuthFailing", "LeadRelayBudgetSaturated", "LeadRelayNotReady",
+        "LeadRelayInvalidRecords", "LeadRelayLeadsWaitingTooLong", "LeadRelayLeadsDelayed",
     }
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]

@@ -213,6 +213,13 @@ final class TestProducer: Sendable {
     func close() async { await producer.close() }
 }
 
+extension KafkaConsumerRecord {
+    /// The value of the last header named `name`, as text.
+    func header(_ name: String) -> String? {
+        headers.last { $0.key == name }?.value.map { String(decoding: $0, as: UTF8.self) }
+    }
+}
+
 enum EndMarker {
     static let key = Array("lead-relay-e2e-end-marker".utf8)
 

@@ -57,7 +57,9 @@ final class InMemoryConsumer: RelayConsumer {
 
     func assignment() -> Set<TopicPartition> { state.withLock { $0.assignment } }
 
-    func lag() -> [TopicPartition: Int64] { [:] }
+    func positions() -> [TopicPartition: KafkaPartitionPosition] { [:] }
+
+    func committedOffsets(timeout: Duration) async throws -> [TopicPartition: Int64]? { committed }
 
     // MARK: The test's side
 

@@ -288,11 +288,8 @@ struct SharedOutcome {
     }
 
     init?(deadLetter: KafkaConsumerRecord) {
-        func header(_ name: String) -> String? {
-            deadLetter.headers.first { $0.key == name }?.value.map { String(decoding: $0, as: UTF8.self) }
-        }
-        guard let partition = header("lead-relay.source.partition").flatMap({ Int32($0) }),
-            let offset = header("lead-relay.source.offset").flatMap({ Int64($0) })
+        guard let partition = deadLetter.header("lead-relay.source.partition").flatMap({ Int32($0) }),
+            let offset = deadLetter.header("lead-relay.source.offset").flatMap({ Int64($0) })
         else { return nil }
         kind = .deadLettered
         position = InputPosition(partition, offset)
