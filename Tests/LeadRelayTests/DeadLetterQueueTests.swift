@@ -55,6 +55,12 @@ import Testing
         #expect(!filter.matches(rejected, now: now) && filter.matches(invalid, now: now))
         filter.sourcePartitions = [3]
         #expect(!filter.matches(invalid, now: now))
+        filter = DeadLetterFilter()
+        filter.dedupeKeys = ["ce:/portals/p1|e-1"]
+        let keyed = DeadLetterEntry(
+            Self.deadLetter(
+                offset: 3, reason: "rejected-by-api", extra: [("lead-relay.error.dedupe-key", "ce:/portals/p1|e-1")]))
+        #expect(filter.matches(keyed, now: now) && !filter.matches(rejected, now: now))
         for bad in ["", "24", "h", "1x", "2026-13-01T00:00:00Z"] {
             #expect(DeadLetterFilter.TimeBound(bad) == nil, "\(bad)")
         }

@@ -211,6 +211,26 @@ extension EndToEnd {
     }
 }
 
+/// `lead-relay dlq` refuses bad usage and a bad configuration with exit status 2 and one line naming what is wrong,
+/// before it connects to anything.
+@Test func deadLetterCommandsRefuseBadUsageAndConfigurationWithStatusTwo() async throws {
+    let scratch = try ScratchDirectory()
+    let cluster = ["KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"]
+    let cases: [(arguments: [String], environment: [String: String], says: String)] = [
+        (["summary"], [:], "lead-relay: KAFKA_BOOTSTRAP_SERVERS: required"),
+        (["replay"], cluster.merging(["LEAD_RELAY_MAX_REPLAYS": "0"]) { $1 }, "lead-relay: LEAD_RELAY_MAX_REPLAYS: "),
+        (["replay", "--rate", "fast"], cluster, "--rate"),
+        (["list", "--since", "yesterday"], cluster, "--since"),
+        (["list", "--source-offset", "9-3"], cluster, "--source-offset"),
+    ]
+    for (arguments, environment, says) in cases {
+        let process = try ChildProcess(
+            product: "lead-relay", arguments: ["dlq"] + arguments, environment: environment, logDirectory: scratch.url)
+        #expect(try await process.waitForExit() == .exited(2), "dlq \(arguments): \(process.stderr)")
+        #expect(process.stderr.contains(says), "dlq \(arguments): \(process.stderr)")
+    }
+}
+
 /// A relay with the tests' defaults, its dedupe store in `scratch`.
 private func startRelay(
     _ kafka: KafkaDevProcess, _ simulator: SimulatorProcess, groupID: String, _ scratch: ScratchDirectory
