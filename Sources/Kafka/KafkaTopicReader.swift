@@ -67,16 +67,15 @@ public final class KafkaTopicReader: Sendable {
 
     /// Every record of each partition from its `start` offset up to, not including, its `end` offset, in batches of
     /// at most `batchSize`; the sequence ends once every partition reached its end. Records produced after `end`
-    /// are never read, so a topic that grows while it is read still ends. One sequence at a time per reader.
+    /// are never read, so a topic that grows while it is read still ends. One sequence at a time per reader: each
+    /// replaces the reader's assignment.
     public func records(
         from start: [TopicPartition: Int64], upTo end: [TopicPartition: Int64], batchSize: Int = 500
-    ) -> AsyncThrowingStream<[KafkaConsumerRecord], any Error> {
+    ) async throws -> AsyncThrowingStream<[KafkaConsumerRecord], any Error> {
         let read = BoundedRead(start: start, end: end)
         let client = self.client
+        try await client.runBlocking { try client.assign(read.assignment) }
         return AsyncThrowingStream {
-            if read.needsAssignment() {
-                try await client.runBlocking { try client.assign(read.assignment) }
-            }
             while !read.isFinished {
                 try Task.checkCancellation()
                 let batch = try await client.runBlocking { read.pollBatch(client, batchSize: batchSize) }
@@ -108,17 +107,7 @@ private final class BoundedRead: Sendable {
         assignment = remaining.mapValues(\.lowerBound)
     }
 
-    private let assigned = Mutex(false)
-
     var isFinished: Bool { remaining.withLock { $0.isEmpty } }
-
-    /// True once: for the first batch, which assigns the partitions.
-    func needsAssignment() -> Bool {
-        assigned.withLock { assigned in
-            defer { assigned = true }
-            return !assigned
-        }
-    }
 
     /// Polls (blocking, on the caller's thread) until a batch is full, every partition is done, or a poll waited
     /// 100 ms for nothing; keeps only records within their partition's range.

@@ -83,10 +83,10 @@ public struct KafkaPartitionPosition: Sendable, Equatable {
         self.highWatermark = highWatermark
     }
 
-    /// High watermark minus the position (the low watermark before the first fetch); nil while the watermark is
-    /// unknown.
-    public var lag: Int64? {
+    /// High watermark minus the position; before the first fetch, minus `committed` (the group's commit, where the
+    /// consumer will start) when given, else the low watermark. Nil while the high watermark is unknown.
+    public func lag(committed: Int64? = nil) -> Int64? {
         guard let highWatermark else { return nil }
-        return max(highWatermark - (position ?? max(lowWatermark ?? 0, 0)), 0)
+        return max(highWatermark - (position ?? committed ?? max(lowWatermark ?? 0, 0)), 0)
     }
 }

@@ -151,7 +151,7 @@ extension RDKafkaClient {
     /// High watermark minus the consumer's position, from librdkafka's cached watermarks (no request).
     /// Before the first fetched record the low watermark stands in for the position.
     func lag(of partitions: Set<TopicPartition>) -> [TopicPartition: Int64] {
-        positions(of: partitions).compactMapValues(\.lag)
+        positions(of: partitions).compactMapValues { $0.lag() }
     }
 
     /// Each partition's fetch position and cached watermarks (no request).

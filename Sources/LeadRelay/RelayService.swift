@@ -352,9 +352,7 @@ public final class RelayService: Service, Sendable {
     {
         var lag: [TopicPartition: Int64] = [:]
         for (partition, position) in positions {
-            guard let high = position.highWatermark else { continue }
-            let next = position.position ?? committed[partition] ?? position.lowWatermark ?? 0
-            lag[partition] = max(0, high - next)
+            lag[partition] = position.lag(committed: committed[partition])
         }
         return lag
     }

@@ -293,7 +293,7 @@ func topicSnapshot(_ topic: String, _ bootstrapServers: String) async throws -> 
         logger: endToEndLogger)
     let watermarks = try await reader.watermarks(of: try await reader.partitions(of: topic))
     var records: [KafkaConsumerRecord] = []
-    for try await batch in reader.records(
+    for try await batch in try await reader.records(
         from: watermarks.mapValues(\.lowerBound), upTo: watermarks.mapValues(\.upperBound))
     {
         records += batch

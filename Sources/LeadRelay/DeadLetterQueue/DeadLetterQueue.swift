@@ -23,7 +23,7 @@ public struct DeadLetterQueue: Sendable {
         try await withReader(groupID: nil) { reader in
             let watermarks = try await reader.watermarks(of: try await reader.partitions(of: topic))
             var read = 0
-            for try await batch in reader.records(
+            for try await batch in try await reader.records(
                 from: watermarks.mapValues(\.lowerBound), upTo: watermarks.mapValues(\.upperBound))
             {
                 for record in batch {

@@ -110,7 +110,7 @@ extension DeadLetterQueue {
             var pacing = Pacing(ratePerSecond: options.ratePerSecond)
             let now = Date()
             do {
-                reading: for try await batch in reader.records(from: start, upTo: end) {
+                reading: for try await batch in try await reader.records(from: start, upTo: end) {
                     for record in batch {
                         if Task.isCancelled {
                             report.interrupted = true
@@ -132,19 +132,22 @@ extension DeadLetterQueue {
                             event(.refused(entry, maxReplays: configuration.maxReplays))
                         } else if let producer {
                             await pacing.waitForNextStart()
+                            let delivery: KafkaDeliveryReport
                             do {
-                                let delivery = try await producer.send(
+                                delivery = try await producer.send(
                                     topic: configuration.inputTopic, key: record.key, value: record.value,
                                     headers: entry.replayHeaders())
-                                report.published += 1
-                                done[record.topicPartition] = record.offset + 1
-                                try await reader.commit(done)
-                                event(.published(entry, delivery))
                             } catch let error as KafkaError {
                                 report.failed += 1
                                 event(.failed(entry, error))
                                 break reading
                             }
+                            report.published += 1
+                            done[record.topicPartition] = record.offset + 1
+                            // A commit that fails ends the replay with its error: the record is published, and a
+                            // run that does not know it would publish it again.
+                            try await reader.commit(done)
+                            event(.published(entry, delivery))
                         } else {
                             event(.wouldPublish(entry))
                         }
