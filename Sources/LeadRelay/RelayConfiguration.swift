@@ -298,7 +298,10 @@ public struct RelayConfiguration: Sendable {
 
     /// The variables as a help text: per variable, its name and default (or "required"), then its meaning indented,
     /// each line short enough that a terminal of 80 columns does not wrap it.
-    public static var variablesHelp: String {
+    public static var variablesHelp: String { help(for: variables) }
+
+    /// `variables` as `variablesHelp` shows them: also for `lead-relay dlq --help`.
+    public static func help(for variables: [Variable]) -> String {
         variables.map { variable in
             "\(variable.name) (\(variable.defaultValue.map { "default: \($0)" } ?? "required"))\n  \(variable.meaning)"
         }.joined(separator: "\n")

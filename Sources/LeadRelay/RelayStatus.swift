@@ -24,7 +24,6 @@ public struct PartitionStatus: Sendable, Codable, Equatable {
     @NullEncoded public var oldestUnfinishedOffset: Int64?
     /// How long ago it was written to the topic.
     @NullEncoded public var oldestUnfinishedAgeSeconds: Double?
-
 }
 
 /// `GET /status`: where the relay stands and why, for a person (`lead-relay status`) or a script. No personal

@@ -14,9 +14,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
             Reads the same variables as `lead-relay run` for the cluster and the topics:
 
             """ + "\n"
-                + DeadLetterToolConfiguration.variables.map { variable in
-                    "\(variable.name) (\(variable.defaultValue.map { "default: \($0)" } ?? "required"))\n  \(variable.meaning)"
-                }.joined(separator: "\n") + """
+                + RelayConfiguration.help(for: DeadLetterToolConfiguration.variables) + """
 
 
                     Exit status: 0 on success, 1 when a dead letter was refused or could not be published (or Kafka \
@@ -232,13 +230,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
 /// The dead-letter topic as the environment configures it; a bad variable exits with status 2.
 private func deadLetterQueue() throws -> DeadLetterQueue {
-    let configuration: DeadLetterToolConfiguration
-    do {
-        configuration = try DeadLetterToolConfiguration.fromEnvironment(ProcessInfo.processInfo.environment)
-    } catch {
-        FileHandle.standardError.write(Data(error.lines.map { $0 + "\n" }.joined().utf8))
-        throw ExitCode(2)
-    }
+    let configuration = try configurationOrExit(DeadLetterToolConfiguration.fromEnvironment)
     RelayLogging.bootstrap(level: .error, format: .text)
     return DeadLetterQueue(configuration: configuration, logger: Logger(label: "lead-relay.dlq"))
 }
@@ -257,10 +249,6 @@ private func jsonLine(_ value: some Encodable) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     return String(decoding: try encoder.encode(value), as: UTF8.self)
-}
-
-func printError(_ line: String) {
-    FileHandle.standardError.write(Data((line + "\n").utf8))
 }
 
 /// A replay's progress on standard error: a bar with rate and ETA redrawn on a terminal, else one JSON line per
@@ -307,9 +295,7 @@ final class ReplayProgressPrinter: Sendable {
     private func draw(onlyIfChanged: Bool = false) {
         state.withLock { state in
             guard let report = state.report else { return }
-            let elapsed =
-                Double((ContinuousClock.now - startedAt).components.seconds)
-                + Double((ContinuousClock.now - startedAt).components.attoseconds) / 1e18
+            let elapsed = (ContinuousClock.now - startedAt) / .seconds(1)
             let perSecond = elapsed > 0 ? Double(report.read) / elapsed : 0
             let remaining = max(0, report.pending - report.read)
             let eta = perSecond > 0 ? Double(remaining) / perSecond : nil

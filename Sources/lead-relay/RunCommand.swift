@@ -50,12 +50,23 @@ struct RunCommand: AsyncParsableCommand {
 /// A bad configuration stops start-up before anything connects: one line per problem, each naming its variable,
 /// exit status 2.
 func loadConfigurationOrExit() throws -> RelayConfiguration {
+    try configurationOrExit(RelayConfiguration.fromEnvironment)
+}
+
+/// What `load` reads from the process's environment; on a bad value, one line per problem and exit status 2.
+func configurationOrExit<Configuration>(
+    _ load: ([String: String]) throws(ConfigurationErrors) -> Configuration
+) throws -> Configuration {
     do {
-        return try RelayConfiguration.fromEnvironment(ProcessInfo.processInfo.environment)
+        return try load(ProcessInfo.processInfo.environment)
     } catch {
-        FileHandle.standardError.write(Data(error.lines.map { $0 + "\n" }.joined().utf8))
+        for line in error.lines { printError(line) }
         throw ExitCode(2)
     }
+}
+
+func printError(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
 }
 
 /// An endpoint address the relay cannot listen on (typically a port another process holds) stops start-up before
@@ -64,7 +75,7 @@ func exitUnlessListenable(host: String, port: Int, setting: String) throws {
     guard let failure = ObservabilityServer.bindFailure(host: host, port: port) else { return }
     let address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     let line = "lead-relay: \(setting): cannot listen on \(address): \(failure); choose another port (0: any free one)"
-    FileHandle.standardError.write(Data((line + "\n").utf8))
+    printError(line)
     throw ExitCode(2)
 }
 
@@ -79,7 +90,7 @@ func prepareSharedStateOrExit(url: DatabaseURL, connectTimeout: Duration, logger
             case .unusable(let message): (message, 2)
             case .unreachable(let message): (message, 1)
             }
-        FileHandle.standardError.write(Data("lead-relay: LEAD_RELAY_DATABASE_URL: \(message)\n".utf8))
+        printError("lead-relay: LEAD_RELAY_DATABASE_URL: \(message)")
         throw ExitCode(status)
     }
 }

@@ -52,12 +52,6 @@ public struct DeadLetterQueue: Sendable {
         }
     }
 
-    /// Whether the cluster knows the dead-letter topic: a relay that never dead-lettered anything may not have
-    /// created it.
-    public func topicExists() async throws -> Bool {
-        try await withReader(groupID: nil) { try await !$0.partitions(of: topic).isEmpty }
-    }
-
     public func summary(_ filter: DeadLetterFilter) async throws -> DeadLetterSummary {
         var summary = DeadLetterSummary(topic: topic)
         try await scan(filter) { entry in

@@ -11,23 +11,18 @@ public struct DeadLetterToolConfiguration: Sendable {
     /// A dead letter replayed this many times already is refused.
     public var maxReplays: Int
 
-    public static let variables: [RelayConfiguration.Variable] = [
-        RelayConfiguration.Variable(
-            name: "KAFKA_BOOTSTRAP_SERVERS", defaultValue: nil, meaning: "Kafka brokers, host:port[,host:port]"),
-        RelayConfiguration.Variable(
-            name: "KAFKA_<NAME>", defaultValue: "librdkafka's",
-            meaning: "any librdkafka property, e.g. KAFKA_SASL_USERNAME sets sasl.username"),
-        RelayConfiguration.Variable(
-            name: "LEAD_RELAY_GROUP_ID", defaultValue: "lead-relay",
-            meaning: "the relay's group; replay progress is kept in <group>.dlq-replay.<filters>"),
-        RelayConfiguration.Variable(
-            name: "LEAD_RELAY_INPUT_TOPIC", defaultValue: "leads.submitted", meaning: "where a replay publishes"),
-        RelayConfiguration.Variable(
-            name: "LEAD_RELAY_DLQ_TOPIC", defaultValue: "leads.dlq", meaning: "the dead-letter topic read"),
-        RelayConfiguration.Variable(
-            name: "LEAD_RELAY_MAX_REPLAYS", defaultValue: "3",
-            meaning: "a dead letter replayed this many times is refused"),
-    ]
+    /// The relay's own entries for the variables shared with `lead-relay run`, then `LEAD_RELAY_MAX_REPLAYS`.
+    public static let variables: [RelayConfiguration.Variable] =
+        RelayConfiguration.variables.filter {
+            [
+                "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_<NAME>", "LEAD_RELAY_GROUP_ID", "LEAD_RELAY_INPUT_TOPIC",
+                "LEAD_RELAY_DLQ_TOPIC",
+            ].contains($0.name)
+        } + [
+            RelayConfiguration.Variable(
+                name: "LEAD_RELAY_MAX_REPLAYS", defaultValue: "3",
+                meaning: "a dead letter replayed this many times is refused")
+        ]
 
     public static func fromEnvironment(_ env: [String: String]) throws(ConfigurationErrors)
         -> DeadLetterToolConfiguration
