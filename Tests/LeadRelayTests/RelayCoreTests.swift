@@ -125,7 +125,7 @@ import Testing
         #expect(results.count == 3)
         #expect(results[0]["status"] as? String == "SUBMITTED")
         #expect(results[0]["reconciled"] as? Bool == true)
-        #expect(results[0]["leadId"] as? String == "lead-1")
+        #expect(results[0]["leadId"] as? String == ScriptedSubmitter.leadID(of: stored))
         #expect(
             results[0]["requestId"] is NSNull && results[0]["httpStatus"] is NSNull && results[0]["title"] is NSNull)
         #expect(results[1]["status"] as? String == "SUBMITTED")
@@ -133,7 +133,7 @@ import Testing
         #expect(results[1]["httpStatus"] as? Int == 201)
         #expect(results[2]["status"] as? String == "DUPLICATE")
         #expect(results[2]["reconciled"] as? Bool == true)
-        #expect(results[2]["leadId"] as? String == "lead-1")
+        #expect(results[2]["leadId"] as? String == ScriptedSubmitter.leadID(of: stored))
     }
 
     /// A listed lead matches a lead in doubt only on every identifying field, and one whose contact data was erased

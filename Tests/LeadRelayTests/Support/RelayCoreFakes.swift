@@ -222,11 +222,11 @@ final class ScriptedSubmitter: LeadSubmitter, LeadListing {
             switch answer {
             case .storeThenAnswer502:
                 state.answers[classifiedID] = .accept
-                state.stored.append(Self.listed(requestBody, leadId: "lead-\(state.received.count)"))
+                state.stored.append(Self.listed(requestBody, leadId: Self.leadID(of: classifiedID)))
             case .answer502WithoutStoring:
                 state.answers[classifiedID] = .accept
             case .accept:
-                state.stored.append(Self.listed(requestBody, leadId: "lead-\(state.received.count)"))
+                state.stored.append(Self.listed(requestBody, leadId: Self.leadID(of: classifiedID)))
             case .reject, .holdUntilReleased: break
             }
             return (answer, state.received.count)
@@ -294,6 +294,9 @@ final class ScriptedSubmitter: LeadSubmitter, LeadListing {
     private func cancelHeldRequest(_ classifiedID: String) {
         state.withLock { $0.heldRequests.removeValue(forKey: classifiedID) }?.resume(throwing: CancellationError())
     }
+
+    /// The id the API gives a lead it stores: one per classifiedId, whatever order the requests come in.
+    static func leadID(of classifiedID: String) -> String { "lead-\(classifiedID)" }
 
     private static func classifiedID(of body: [UInt8]) -> String {
         let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
