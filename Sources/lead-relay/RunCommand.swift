@@ -19,7 +19,7 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         limitMallocArenas()
-        let configuration = try loadConfigurationOrExit()
+        let configuration = try configurationOrExit(RelayConfiguration.fromEnvironment)
         try exitUnlessListenable(
             host: configuration.httpHost, port: configuration.httpPort, setting: "LEAD_RELAY_HTTP_PORT")
         RelayLogging.bootstrap(level: configuration.logLevel, format: configuration.logFormat)
@@ -47,13 +47,8 @@ struct RunCommand: AsyncParsableCommand {
     }
 }
 
-/// A bad configuration stops start-up before anything connects: one line per problem, each naming its variable,
-/// exit status 2.
-func loadConfigurationOrExit() throws -> RelayConfiguration {
-    try configurationOrExit(RelayConfiguration.fromEnvironment)
-}
-
-/// What `load` reads from the process's environment; on a bad value, one line per problem and exit status 2.
+/// What `load` reads from the process's environment. A bad configuration stops start-up before anything connects:
+/// one line per problem, each naming its variable, exit status 2.
 func configurationOrExit<Configuration>(
     _ load: ([String: String]) throws(ConfigurationErrors) -> Configuration
 ) throws -> Configuration {
