@@ -14,13 +14,13 @@ final class ExchangeRecord: Sendable {
 
     let bearerToken: String
     /// The request takes its permit in the middleware, after the body is encoded; the transport
-    /// reports when the head was written, which is the start the budget counts.
+    /// reports the instant the budget counts the start at.
     let budget: any RequestBudget
     /// Asked once the permit is granted, as the last thing before the request goes out: false withdraws it.
     let mayWrite: @Sendable () -> Bool
     private let recordedResponse = Mutex<Response?>(nil)
     private let permit = Mutex<BudgetPermit?>(nil)
-    private let headWritten = Mutex(false)
+    private let isHeadWritten = Mutex(false)
 
     init(bearerToken: String, budget: any RequestBudget, mayWrite: @escaping @Sendable () -> Bool) {
         self.bearerToken = bearerToken
@@ -33,15 +33,20 @@ final class ExchangeRecord: Sendable {
 
     func recordGrant(_ granted: BudgetPermit) { permit.withLock { $0 = granted } }
 
-    /// Called by the transport on the event loop once the head is written: the start the budget counts.
-    func headWritten(at instant: ContinuousClock.Instant) {
-        headWritten.withLock { $0 = true }
+    /// Called by the transport on the event loop once the head is written.
+    func headWritten() {
+        isHeadWritten.withLock { $0 = true }
+    }
+
+    /// Called by the transport with the instant the budget counts the start at: the head's write on a connection
+    /// the API has read from before, the answer's arrival on a new one (`ProvenConnections`).
+    func startCounted(at instant: ContinuousClock.Instant) {
         guard let granted = permit.withLock({ $0 }) else { return }
         budget.markStarted(granted, at: instant)
     }
 
     /// Whether the request head reached the socket: from then on, the API may have read the request.
-    var wasHeadWritten: Bool { headWritten.withLock { $0 } }
+    var wasHeadWritten: Bool { isHeadWritten.withLock { $0 } }
 
     var response: Response? { recordedResponse.withLock { $0 } }
 

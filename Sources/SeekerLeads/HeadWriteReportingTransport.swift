@@ -13,7 +13,8 @@ import Synchronization
 /// request's bytes leave, and the stock `AsyncHTTPClientTransport` (over the async `execute`)
 /// cannot say when that is: a new connection, the hop onto the event loop and scheduling put
 /// milliseconds between handing the request over and the write, far more than the budget's margin.
-/// The delegate's `didSendRequestHead` runs on the event loop right after the head is flushed.
+/// The delegate's `didSendRequestHead` runs on the event loop right after the head is flushed. A request
+/// written on a new connection is counted when its answer's head arrives instead (`ProvenConnections`).
 ///
 /// Bodies are small JSON documents both ways: the request body is collected before sending and the
 /// response body is collected in full (up to `maxResponseBodyBytes`) before returning.
@@ -24,6 +25,8 @@ struct HeadWriteReportingTransport: ClientTransport {
     let client: HTTPClient
     /// The deadline of one exchange, from the call to the last response byte.
     let timeout: Duration
+    /// The connections of `client`'s pool that have carried an exchange; no other code may use that pool.
+    let connections = ProvenConnections()
 
     struct InvalidRequestURL: Error, CustomStringConvertible {
         var description: String { "the request path does not form a valid URL with the base URL" }
@@ -39,7 +42,7 @@ struct HeadWriteReportingTransport: ClientTransport {
         HTTPResponse, HTTPBody?
     ) {
         let clientRequest = try await Self.clientRequest(request, body: body, baseURL: baseURL)
-        let delegate = CollectingDelegate(exchange: ExchangeRecord.current)
+        let delegate = CollectingDelegate(exchange: ExchangeRecord.current, onProvenConnection: connections.take())
         let deadline = NIODeadline.now() + .nanoseconds(timeout.nanosecondsValue)
         let task = client.execute(
             request: clientRequest, delegate: delegate, eventLoop: .indifferent, deadline: deadline)
@@ -47,6 +50,9 @@ struct HeadWriteReportingTransport: ClientTransport {
             try await task.futureResult.get()
         } onCancel: {
             task.cancel()
+        }
+        if !collected.head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "close" }) {
+            connections.giveBack()
         }
         var headerFields = HTTPFields()
         for header in collected.head.headers {
@@ -95,19 +101,26 @@ private final class CollectingDelegate: HTTPClientResponseDelegate {
         var body = ByteBuffer()
     }
 
-    /// Told when the head is written: the start the rate budget counts.
+    /// Told when the head is written, and when the start the rate budget counts happened.
     private let exchange: ExchangeRecord?
+    /// Whether the request goes out on a connection the API has read from before: its start counts at its write
+    /// then, at its answer's arrival otherwise.
+    private let onProvenConnection: Bool
     private let progress = Mutex(Progress())
 
-    init(exchange: ExchangeRecord?) {
+    init(exchange: ExchangeRecord?, onProvenConnection: Bool) {
         self.exchange = exchange
+        self.onProvenConnection = onProvenConnection
     }
 
     func didSendRequestHead(task: HTTPClient.Task<Collected>, _ head: HTTPRequestHead) {
-        exchange?.headWritten(at: .now)
+        let now = ContinuousClock.now
+        exchange?.headWritten()
+        if onProvenConnection { exchange?.startCounted(at: now) }
     }
 
     func didReceiveHead(task: HTTPClient.Task<Collected>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        if !onProvenConnection { exchange?.startCounted(at: .now) }
         progress.withLock { $0.head = head }
         return task.eventLoop.makeSucceededVoidFuture()
     }

@@ -9,8 +9,9 @@ import Synchronization
 /// A start is the instant the request head reaches the socket, because that is (within the
 /// loopback or network delay) when the API counts it; the instant the budget decides is earlier by
 /// a scheduling delay of unknown length. So a permit takes a slot in the window when it is granted,
-/// and `markStarted(_:at:)` moves the slot to the instant of the write. Until then the slot counts
-/// as inside every window, so no later start can be granted against a write that has not happened.
+/// and `markStarted(_:at:)` moves the slot to the instant of the write (or, for a request written on a
+/// connection the API has not read from before, to its answer's arrival: `ProvenConnections`). Until then the
+/// slot counts as inside every window, so no later start can be granted against a write that has not happened.
 ///
 /// Callers are served first come, first served. A waiting caller that is cancelled leaves the queue
 /// at once. When the next start is held back only by time, one timer wakes the queue at the exact

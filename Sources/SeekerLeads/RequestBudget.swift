@@ -20,7 +20,8 @@ public struct BudgetPermit: Sendable {
 public protocol RequestBudget: Sendable {
     /// Waits for a start. Throws `CancellationError` when the calling task is cancelled first.
     func acquire() async throws -> BudgetPermit
-    /// The permit's request head was written to the socket at `instant`: the start the API counts.
+    /// The API had the permit's request by `instant`: its head's write to a connection the API has read from
+    /// before, or its answer's arrival on a new connection. The start the API counts, within the margin.
     func markStarted(_ permit: BudgetPermit, at instant: ContinuousClock.Instant)
     /// Ends a request started with `acquire()`, or gives back a permit that was not used.
     func release(_ permit: BudgetPermit)

@@ -6,13 +6,16 @@ import NIOPosix
 import OpenAPIRuntime
 import RelayPrimitives
 
-/// The Seeker Leads API client: one long-lived HTTP client with a connection pool, the generated
-/// OpenAPI client over it, authentication, the shared rate budget and retries.
+/// The Seeker Leads API client: one long-lived HTTP client with a connection pool for the API (and one for the
+/// token endpoint), the generated OpenAPI client over it, authentication, the shared rate budget and retries.
 public final class SeekerLeadsClient: Sendable {
     public let configuration: SeekerLeadsClientConfiguration
     /// The budget every request of this client goes through.
     public let budget: any RequestBudget
     private let httpClient: HTTPClient
+    /// The token endpoint's own pool: the API's pool is used by the budgeted requests alone, so that
+    /// `ProvenConnections` knows which of its connections are idle.
+    private let tokenHTTPClient: HTTPClient
     private let eventLoopGroup: MultiThreadedEventLoopGroup
     private let api: Client
     private let tokens: AccessTokenProvider
@@ -39,18 +42,17 @@ public final class SeekerLeadsClient: Sendable {
             decompression: .disabled
         )
         httpConfiguration.httpVersion = .http1Only
-        // Spare idle connections, opened one at a time once the first one is up: a start on a fresh connection
-        // reaches the API's reading of it later than one on an open connection (the accept and the new channel
-        // come first), by more than the budget's margin on a busy host, which bunches the first window's arrivals.
-        httpConfiguration.connectionPool.preWarmedHTTP1ConnectionCount = configuration.budget.maxInFlight
         // One event loop of its own: every connection's writes and their reports to the budget then
         // happen on one thread, with no hop between the write and the report, and no other part of
         // the process (a server sharing the singleton group) can delay them.
         let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let httpClient = HTTPClient(eventLoopGroupProvider: .shared(eventLoopGroup), configuration: httpConfiguration)
+        let tokenHTTPClient = HTTPClient(
+            eventLoopGroupProvider: .shared(eventLoopGroup), configuration: httpConfiguration)
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.httpClient = httpClient
+        self.tokenHTTPClient = tokenHTTPClient
         self.budget = budget ?? RateBudget(configuration: configuration.budget)
         self.logger = logger
         self.api = Client(
@@ -61,7 +63,7 @@ public final class SeekerLeadsClient: Sendable {
         )
         self.tokens = AccessTokenProvider(
             authentication: configuration.authentication,
-            httpClient: httpClient,
+            httpClient: tokenHTTPClient,
             timeout: configuration.timeout,
             userAgent: configuration.userAgent,
             logger: logger
@@ -196,9 +198,10 @@ public final class SeekerLeadsClient: Sendable {
         }
     }
 
-    /// Closes the connection pool. Call once, after the last request.
+    /// Closes the connection pools. Call once, after the last request.
     public func shutdown() async throws {
         try await httpClient.shutdown()
+        try await tokenHTTPClient.shutdown()
         try await eventLoopGroup.shutdownGracefully()
     }
 

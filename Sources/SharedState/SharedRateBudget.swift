@@ -25,13 +25,16 @@ import Synchronization
 /// saves each start a sleep and a round trip, which the next window would otherwise inherit.
 ///
 /// A start counts at its write: the relay reports it (`markWritten`) as the latest the database's clock can have
-/// read when its head was written, so at or after the real write. Until the report, the start counts at the
-/// instant its lease ends (released or expired), which is after any write it had: an unreported live grant counts
-/// in every window.
+/// read when its head was written, so at or after the real write. (The API client reports a request written on a
+/// connection the API has not read from before when its answer arrives instead: the API's first read of a new
+/// connection can lag the write by more than the margin, and it came before the answer.) Until the report, the
+/// start counts at the instant its lease ends (released or expired), which is after any write it had: an
+/// unreported live grant counts in every window.
 ///
 /// ## Why no window holds more than `rateLimit` starts as the API counts them
-/// Let `margin` bound the jitter of the network delay `d`: a request written at `w` arrives within
-/// `[w + d, w + d + margin]`. Suppose `rateLimit + 1` requests arrived within one API window, and take the one
+/// Let `margin` bound the jitter of the network delay `d`: a request written at `w` on a connection the API has
+/// read from before arrives within `[w + d, w + d + margin]`; one written on a new connection arrives by its answer,
+/// the instant it is counted at. Suppose `rateLimit + 1` requests arrived within one API window, and take the one
 /// decided last, dated `t`; it was written at `t` or later, so it arrived at `t + d` or later. Every other one was
 /// decided before it, and counted then at an instant `e` at or after its write, so it arrived by `e + d + margin`.
 /// One counted at `e <= t - window - margin` arrived at least `window` before the last one, so not in its window;

@@ -62,7 +62,8 @@ struct SimulatorFixture: Sendable {
     static func start(
         faults: SimulatorFaults = SimulatorFaults(),
         oauth: Bool = true,
-        retry: Backoff = Backoff(base: .milliseconds(5), max: .milliseconds(50))
+        retry: Backoff = Backoff(base: .milliseconds(5), max: .milliseconds(50)),
+        budget: (any RequestBudget)? = nil
     ) async throws -> SimulatorFixture {
         var options = SimulatorOptions()
         options.clientSecret = clientSecret
@@ -81,7 +82,7 @@ struct SimulatorFixture: Sendable {
             configuration: .init(
                 baseURL: simulator.baseURL, authentication: authentication,
                 budget: RateBudgetConfiguration(margin: Self.testMargin), retry: retry),
-            logger: logs.logger()
+            budget: budget, logger: logs.logger()
         )
         return SimulatorFixture(simulator: simulator, client: client, logs: logs)
     }

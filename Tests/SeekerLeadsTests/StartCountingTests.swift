@@ -1,0 +1,104 @@
+import Foundation
+import SeekerLeadsSimulator
+import TestSupport
+import Testing
+
+@testable import SeekerLeads
+
+/// Grants every request at once and keeps, for each permit, when it was granted and when its start was counted.
+final class RecordingBudget: RequestBudget {
+    struct Start: Sendable {
+        var grantedAt: ContinuousClock.Instant
+        var countedAt: ContinuousClock.Instant?
+    }
+
+    private let state = Locked<(nextID: UInt64, starts: [UInt64: Start])>((0, [:]))
+
+    /// The starts in the order they were granted.
+    var starts: [Start] {
+        state.withLock { state in state.starts.sorted { $0.key < $1.key }.map(\.value) }
+    }
+
+    func acquire() async throws -> BudgetPermit {
+        let now = ContinuousClock.now
+        let id = state.withLock { state in
+            state.nextID += 1
+            state.starts[state.nextID] = Start(grantedAt: now)
+            return state.nextID
+        }
+        return BudgetPermit(waited: .zero, grantedAt: now, id: id)
+    }
+
+    func markStarted(_ permit: BudgetPermit, at instant: ContinuousClock.Instant) {
+        state.withLock { $0.starts[permit.id]?.countedAt = instant }
+    }
+
+    func release(_ permit: BudgetPermit) {}
+
+    func hold(until instant: ContinuousClock.Instant) {}
+
+    func snapshot() -> BudgetSnapshot {
+        BudgetSnapshot(
+            scope: "test", inFlight: 0, groupInFlight: nil, startsInLastWindow: 0, waiting: 0, holdRemaining: nil)
+    }
+}
+
+@Suite struct StartCountingTests {
+    @Test func aConnectionIsProvenOnceItsExchangeGaveItBackAndUntilItHasIdledTooLong() {
+        let connections = ProvenConnections(idleLifetime: .seconds(4))
+        let start = ContinuousClock.now
+        #expect(!connections.take(at: start), "a new pool has no connection that carried an exchange")
+
+        connections.giveBack(at: start)
+        connections.giveBack(at: start + .seconds(3))
+        #expect(connections.take(at: start + .seconds(3.5)))
+        #expect(connections.take(at: start + .seconds(3.5)))
+        #expect(!connections.take(at: start + .seconds(3.5)), "both connections are in use")
+
+        connections.giveBack(at: start + .seconds(10))
+        connections.giveBack(at: start + .seconds(13))
+        #expect(connections.take(at: start + .seconds(14)), "the one given back last has idled 1 s")
+        #expect(!connections.take(at: start + .seconds(14)), "the other has idled 4 s: it may be closed")
+    }
+
+    /// Against the simulator answering after 1 s: a start on a connection the client has not used yet counts when
+    /// its answer arrives (at least 1 s after its grant); one on a connection given back by an earlier exchange
+    /// counts at its write (at least 1 s before its own answer).
+    @Test func aStartOnANewConnectionCountsAtItsAnswerAndOnAnOpenOneAtItsWrite() async throws {
+        let latency = Duration.seconds(1)
+        var faults = SimulatorFaults()
+        faults.latencyMs = 1000
+        let budget = RecordingBudget()
+        let fixture = try await SimulatorFixture.start(faults: faults, oauth: false, budget: budget)
+        let client = fixture.client
+        var answeredAt: [ContinuousClock.Instant] = []
+
+        for index in 0..<2 {
+            let outcome = try await client.submitLead(requestBody: validLeadBody(index), traceparent: nil)
+            answeredAt.append(.now)
+            guard case .accepted = outcome else { Issue.record("lead \(index): \(outcome)"); return }
+        }
+        let pair = try await withThrowingTaskGroup(of: ContinuousClock.Instant.self) { group in
+            for index in 2..<4 {
+                group.addTask {
+                    _ = try await client.submitLead(requestBody: validLeadBody(index), traceparent: nil)
+                    return .now
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        try await fixture.stop()
+
+        let starts = budget.starts
+        try #require(starts.count == 4 && starts.allSatisfy { $0.countedAt != nil }, "\(starts)")
+        let counted = starts.map { $0.countedAt! }
+        #expect(counted[0] >= starts[0].grantedAt + latency, "the first request opened the connection")
+        #expect(counted[1] <= answeredAt[1] - latency, "the second reused it")
+        let lastAnswer = pair.max()!
+        let onNew = (2..<4).filter { counted[$0] >= starts[$0].grantedAt + latency }
+        let onOpen = (2..<4).filter { counted[$0] <= lastAnswer - latency }
+        #expect(onNew.count == 1 && onOpen.count == 1 && onNew != onOpen, "one connection was open, one was opened")
+        let stats = await fixture.simulator.stats()
+        #expect(stats.leadsStored == 4)
+    }
+}
