@@ -122,9 +122,10 @@ extension SubmittedLead {
 /// The API budget of every relay using the database with the same budget key, as the API client asks it.
 ///
 /// Each start is reported to the database once the API client says when the API had the request (`markStarted`: its
-/// head's write, or on a new connection its answer), so that it counts where the API counts it. While the database fails, `acquire` waits (and retries) rather than throw: a lead then stays
-/// before its attempt, counted nowhere as an API failure. A `Retry-After` holds this relay's starts only; the others learn of
-/// the API's hold from their own answers.
+/// head's write, or on a new connection its answer), so that it counts where the API counts it. While the database
+/// fails, `acquire` waits (and retries) rather than throw: a lead then stays before its attempt, counted nowhere as
+/// an API failure. A `Retry-After` holds this relay's starts only; the others learn of the API's hold from their own
+/// answers.
 final class SharedRequestBudget: RequestBudget {
     private struct State {
         var grants: [UInt64: SharedRateBudget.Grant] = [:]

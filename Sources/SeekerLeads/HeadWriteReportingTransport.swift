@@ -51,9 +51,7 @@ struct HeadWriteReportingTransport: ClientTransport {
         } onCancel: {
             task.cancel()
         }
-        if !collected.head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "close" }) {
-            connections.giveBack()
-        }
+        if collected.head.isKeepAlive { connections.giveBack() }
         var headerFields = HTTPFields()
         for header in collected.head.headers {
             guard let name = HTTPField.Name(header.name) else { continue }
