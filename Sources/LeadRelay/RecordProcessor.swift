@@ -4,6 +4,7 @@ import LeadEvents
 import Logging
 import RelayPrimitives
 import SeekerLeads
+import SharedState
 import Synchronization
 
 /// Takes consumed records to their outcomes: decode, validate, dedupe, submit, publish.
@@ -137,6 +138,7 @@ struct RecordProcessor: Sendable {
         let body = event.request.canonicalJSON()
         let firstAttemptAt = Date()
         let reservation = ReservationSlot()
+        let reservationToken = ClaimToken()
         let attempts = AttemptHistory()
         let gate = gates.attemptGate()
         var deadline = retryDeadline.map { ContinuousClock.now + $0 }
@@ -157,12 +159,14 @@ struct RecordProcessor: Sendable {
                         // Before the attempt's permission: a lead waiting for its lookup holds no slot.
                         if let pending = attempts.takeDoubt(),
                             let leadId = try await reconcile(
-                                pending, fingerprint, key: event.dedupeKey, at: position, in: reservation)
+                                pending, fingerprint, key: event.dedupeKey, at: position, token: reservationToken,
+                                in: reservation)
                         {
                             throw FoundReconciled(lead: reconciled(leadId))
                         }
                         try await gate.waitForPermission()
-                        try await reserve(event.dedupeKey, at: position, in: reservation, gate: gate)
+                        try await reserve(
+                            event.dedupeKey, at: position, token: reservationToken, in: reservation, gate: gate)
                         guard commitment.commit() else {
                             gate.withdraw()
                             throw CancellationError()
@@ -191,11 +195,11 @@ struct RecordProcessor: Sendable {
                 gate.withdraw()
                 continue
             } catch {
-                // An abandoned lead was never sent: its key is free for the record's next owner at once. Its own
-                // task is cancelled, so another one tells the store.
+                // An abandoned lead was never sent by this relay: its key is free for the record's next owner at
+                // once. Its own task is cancelled, so another one tells the store.
                 if commitment.isAbandoned, let held = reservation.current {
                     let store = dedupeStore
-                    Task { try? await store.release(event.dedupeKey, held) }
+                    Task { try? await store.abandon(event.dedupeKey, held) }
                 }
                 return nil
             }
@@ -228,7 +232,8 @@ struct RecordProcessor: Sendable {
                 if let pending = attempts.takeDoubt() {
                     do {
                         if let leadId = try await reconcile(
-                            pending, fingerprint, key: event.dedupeKey, at: position, in: reservation)
+                            pending, fingerprint, key: event.dedupeKey, at: position, token: reservationToken,
+                            in: reservation)
                         {
                             return await record(reconciled(leadId), of: event, under: held)
                         }
@@ -258,13 +263,14 @@ struct RecordProcessor: Sendable {
     /// holds when it would lapse too soon. Gives the permission back while another relay's record holds the key,
     /// and when it throws: `FoundSubmitted` when the key turns out submitted.
     private func reserve(
-        _ key: String, at position: RecordPosition, in slot: ReservationSlot, gate: SubmissionGates.AttemptGate
+        _ key: String, at position: RecordPosition, token: ClaimToken, in slot: ReservationSlot,
+        gate: SubmissionGates.AttemptGate
     ) async throws {
         while true {
             let held = slot.current
             if let held, held.isLive(for: reservationLiveness.atAttempt) { return }
             let outcome = await retryingStoreAccess {
-                try await dedupeStore.reserve(key, for: position, renewing: held)
+                try await dedupeStore.reserve(key, for: position, token: token, renewing: held)
             }
             switch outcome {
             case nil:
@@ -304,19 +310,23 @@ struct RecordProcessor: Sendable {
     /// and `CancellationError` when the task is cancelled.
     private func reconcile(
         _ pending: AttemptHistory.Doubt, _ fingerprint: LeadFingerprint, key: String, at position: RecordPosition,
-        in slot: ReservationSlot
+        token: ClaimToken, in slot: ReservationSlot
     ) async throws -> String? {
         while ContinuousClock.now < pending.lookAt {
             try await Task.sleep(until: min(pending.lookAt, .now + .seconds(1)), clock: .continuous)
-            try await keepLive(key, at: position, in: slot)
+            try await keepLive(key, at: position, token: token, in: slot)
         }
         return try await reconciler.lookUp(fingerprint, firstWrittenAt: pending.since)
     }
 
     /// Renews the slot's reservation when it would lapse before an attempt could end.
-    private func keepLive(_ key: String, at position: RecordPosition, in slot: ReservationSlot) async throws {
+    private func keepLive(_ key: String, at position: RecordPosition, token: ClaimToken, in slot: ReservationSlot)
+        async throws
+    {
         guard let held = slot.current, !held.isLive(for: reservationLiveness.atAttempt) else { return }
-        switch await retryingStoreAccess({ try await dedupeStore.reserve(key, for: position, renewing: held) }) {
+        switch await retryingStoreAccess({
+            try await dedupeStore.reserve(key, for: position, token: token, renewing: held)
+        }) {
         case nil:
             throw CancellationError()
         case .reserved(let renewed)?:
@@ -326,7 +336,7 @@ struct RecordProcessor: Sendable {
         case .heldElsewhere(let other)?:
             // The reservation lapsed (the store was out of reach): whoever holds the key now posts or finds it.
             _ = await retryingStoreAccess { try await dedupeStore.waitUntilReleased(other) }
-            try await keepLive(key, at: position, in: slot)
+            try await keepLive(key, at: position, token: token, in: slot)
         }
     }
 

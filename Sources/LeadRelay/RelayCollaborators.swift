@@ -88,15 +88,22 @@ enum LeadReservationOutcome: Sendable, Equatable {
 protocol SubmissionStore: Sendable {
     func submissions(forKeys keys: Set<String>, now: Date) async throws -> [String: SubmittedLead]
     /// The key's submission, a reservation to post it under for the record at `position`, or the reservation of
-    /// another record. Passing the reservation held before renews it.
-    func reserve(_ key: String, for position: RecordPosition, renewing: LeadReservation?) async throws
-        -> LeadReservationOutcome
+    /// another record. Passing the reservation held before renews it. `token` names the record's reservation, the
+    /// same on every try, so that a reservation whose answer was lost is recognised as the record's own.
+    /// Nothing is posted under a reservation that is not renewing one: when the calling task is cancelled while it
+    /// is being made, it is given back (`abandon`), and `CancellationError` is thrown.
+    func reserve(_ key: String, for position: RecordPosition, token: ClaimToken, renewing: LeadReservation?)
+        async throws -> LeadReservationOutcome
     /// Returns once `held` may have ended (it did, it lapsed, or a poll bound passed): reserve again to learn.
     func waitUntilReleased(_ held: HeldClaim) async throws
     /// Records the lead the API accepted under `reservation`.
     func recordSubmitted(_ lead: SubmittedLead, under reservation: LeadReservation) async throws
-    /// Gives `key` up after a rejection (or before any post), so that a re-driven copy of the lead may post it.
+    /// Gives `key` up after a rejection, so that a re-driven copy of the lead may post it.
     func release(_ key: String, _ reservation: LeadReservation) async throws
+    /// Gives up a reservation under which this relay posted nothing (its lead was abandoned): the key is free
+    /// again, unless the reservation was in doubt (an earlier attempt may have stored the lead), which the key's
+    /// next reservation then inherits.
+    func abandon(_ key: String, _ reservation: LeadReservation) async throws
     /// Returns how many expired submissions were removed.
     func purgeExpired(now: Date) async throws -> Int
 }
@@ -108,7 +115,7 @@ extension SeekerLeadsClient: LeadSubmitter {}
 /// One process's store: `KeyedExclusivity` keeps two records of a key apart, so a reservation is a lookup, and a
 /// note that an attempt began (which a crash leaves behind, for the next run to find the lead in doubt).
 extension DedupeStore: SubmissionStore {
-    func reserve(_ key: String, for position: RecordPosition, renewing: LeadReservation?) throws
+    func reserve(_ key: String, for position: RecordPosition, token: ClaimToken, renewing: LeadReservation?) throws
         -> LeadReservationOutcome
     {
         if let earlier = try submission(forKey: key, now: Date()) { return .submitted(earlier) }
@@ -121,6 +128,12 @@ extension DedupeStore: SubmissionStore {
     }
 
     func release(_ key: String, _ reservation: LeadReservation) throws {
+        try forgetAttempt(forKey: key)
+    }
+
+    func abandon(_ key: String, _ reservation: LeadReservation) throws {
+        // The note of the earlier, unfinished attempt stays for the key's next reservation.
+        guard reservation.inDoubtSince == nil else { return }
         try forgetAttempt(forKey: key)
     }
 

@@ -46,12 +46,18 @@ struct SharedSubmissionStore: SubmissionStore {
         try await store.submissions(forKeys: Array(keys)).mapValues(SubmittedLead.init)
     }
 
-    func reserve(_ key: String, for position: RecordPosition, renewing: LeadReservation?) async throws
-        -> LeadReservationOutcome
+    func reserve(_ key: String, for position: RecordPosition, token: ClaimToken, renewing: LeadReservation?)
+        async throws -> LeadReservationOutcome
     {
-        let token = renewing?.claim?.token ?? ClaimToken()
         let record = InputRecord(topic: position.topic, partition: position.partition, offset: position.offset)
-        switch try await store.claim(key, owner: instance, inputRecord: record, claimTTL: claimTTL, token: token) {
+        let outcome =
+            if renewing != nil {
+                try await store.claim(key, owner: instance, inputRecord: record, claimTTL: claimTTL, token: token)
+            } else {
+                try await store.claimBeforeAnyPost(
+                    key, owner: instance, inputRecord: record, claimTTL: claimTTL, token: token)
+            }
+        switch outcome {
         case .claimed(let claim):
             return .reserved(LeadReservation(claim: claim))
         case .takenOver(let claim, let previousOwner, let previousRecord):
@@ -101,6 +107,11 @@ struct SharedSubmissionStore: SubmissionStore {
         try await store.release(claim)
     }
 
+    func abandon(_ key: String, _ reservation: LeadReservation) async throws {
+        guard let claim = reservation.claim else { return }
+        try await store.giveBack(key, token: claim.token)
+    }
+
     func purgeExpired(now: Date) async throws -> Int {
         try await store.purgeExpired()
     }
@@ -124,8 +135,7 @@ extension SubmittedLead {
 /// Each start is reported to the database once the API client says when the API had the request (`markStarted`: its
 /// head's write, or on a new connection its answer), so that it counts where the API counts it. While the database
 /// fails, `acquire` waits (and retries) rather than throw: a lead then stays before its attempt, counted nowhere as
-/// an API failure. A `Retry-After` holds this relay's starts only; the others learn of the API's hold from their own
-/// answers.
+/// an API failure. A `Retry-After` holds this relay's starts at once, and every relay's once the database has it.
 final class SharedRequestBudget: RequestBudget {
     private struct State {
         var grants: [UInt64: SharedRateBudget.Grant] = [:]
@@ -198,9 +208,14 @@ final class SharedRequestBudget: RequestBudget {
     }
 
     func hold(until instant: ContinuousClock.Instant) {
-        state.withLock { state in
-            if let heldUntil = state.heldUntil, heldUntil >= instant { return }
+        let extended = state.withLock { state in
+            if let heldUntil = state.heldUntil, heldUntil >= instant { return false }
             state.heldUntil = instant
+            return true
+        }
+        guard extended else { return }
+        offTheRequestPath("budget hold failed; only this relay holds its starts") {
+            try await $0.hold(for: instant - .now)
         }
     }
 

@@ -219,6 +219,35 @@ public final class SharedLeadStore: Sendable {
         }
     }
 
+    /// `claim`, for a caller that has posted nothing under `token`: when the calling task is cancelled while the
+    /// claim is out, the claim is given back (`giveBack`) once the database has answered, or failed to, rather
+    /// than left to hold the key until it expires (a lead abandoned in a rebalance would otherwise wait out the
+    /// TTL on whichever relay gets it next, and be counted in doubt). Then throws `CancellationError`; a
+    /// cancelled caller thus waits for the claim's answer, `operationTimeout` at most.
+    public func claimBeforeAnyPost(
+        _ key: String, owner: String, inputRecord: InputRecord, claimTTL: Duration, token: ClaimToken
+    ) async throws -> ClaimOutcome {
+        // Not a child task: the claim runs to its answer whatever happens to the caller.
+        let claiming = Task {
+            try await claim(key, owner: owner, inputRecord: inputRecord, claimTTL: claimTTL, token: token)
+        }
+        let outcome = await claiming.result
+        guard Task.isCancelled else { return try outcome.get() }
+        // Also after an error: a claim whose answer was lost may have landed.
+        _ = await Task { try? await giveBack(key, token: token) }.value
+        throw CancellationError()
+    }
+
+    /// Gives back the claim of `key` held with `token` by a caller that posted nothing under it: the key is free
+    /// again at once, or, when the claim was taken over (an earlier owner may have posted the lead), it expires
+    /// at once, so that the next claim takes it over and the lead stays in doubt. False when the claim was no
+    /// longer held with `token`.
+    @discardableResult
+    public func giveBack(_ key: String, token: ClaimToken) async throws -> Bool {
+        try await database.value(
+            "claim give-back", "SELECT lead_relay_give_back_claim(\(key), \(token.uuid))", as: Bool.self) ?? false
+    }
+
     /// Extends `claim` by `claimTTL` from now: the renewed claim, or nil when it is no longer ours (taken over
     /// after it expired).
     public func renew(_ claim: Claim, claimTTL: Duration) async throws -> Claim? {

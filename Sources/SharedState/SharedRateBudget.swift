@@ -50,6 +50,10 @@ import Synchronization
 /// when the leases expire: `leaseDuration` after their grants' instants at most. (Not covered: a relay paused
 /// between grant and write for longer than its lease, or an API that serves a request longer than its lease.)
 ///
+/// ## The API's `Retry-After`
+/// A `Retry-After` answers the credentials, which every relay of the budget shares: `hold` writes it to the
+/// budget's row, and every later decision dates its start at the hold's end at the earliest.
+///
 /// ## Work conservation and cost
 /// A relay with leads uses whatever capacity the others leave: a refused grant says when the budget allows the
 /// next start at the earliest (less the horizon), or when the earliest lease expires, and the acquirer asks again
@@ -270,6 +274,16 @@ public final class SharedRateBudget: Sendable {
     public func release(_ grant: Grant) async throws {
         _ = try await database.value(
             "budget release", "SELECT lead_relay_budget_release(\(grant.id))", as: Bool.self)
+    }
+
+    /// Holds every start of the budget, every relay's, for `duration` from when the database has the hold (the
+    /// API's `Retry-After`, which is its answer to the credentials the relays share); a hold ending later stays.
+    /// Returns when the hold ends, by the database's clock. A grant decided before the hold landed may still start.
+    @discardableResult
+    public func hold(for duration: Duration) async throws -> Date? {
+        try await database.value(
+            "budget hold", "SELECT lead_relay_budget_hold(\(configuration.budgetKey), \(duration.seconds))",
+            as: Date.self)
     }
 
     /// Whether the database answers and the budget's table is there (for a readiness check).

@@ -38,6 +38,8 @@ public enum SharedStateSchema {
             ]),
         Migration(version: 3, statements: [dropSevenArgumentBudgetAcquire, budgetAcquireFunctionDatingAhead]),
         Migration(version: 4, statements: [dedupeLeadIdColumn, recordSubmittedWithLeadIdFunction]),
+        Migration(version: 5, statements: [giveBackFunction]),
+        Migration(version: 6, statements: [budgetHoldTable, budgetHoldFunction, budgetAcquireFunctionHonouringHolds]),
     ]
 
     /// Creates or migrates the tables and functions of `SharedLeadStore` and `SharedRateBudget` (one schema for
@@ -464,70 +466,79 @@ public enum SharedStateSchema {
     /// end) is after `started_at - window`; moving `started_at` later only drops starts from that count, so the
     /// earliest instant with fewer than `p_rate_limit` of them is the exit of the one in the way from the window.
     /// Leases are counted at the decision, so a lease still live then counts even if it ends before `started_at`.
-    static let budgetAcquireFunctionDatingAhead = """
-        CREATE FUNCTION lead_relay_budget_acquire(p_key text, p_holder text, p_grant_id uuid,
-            p_max_in_flight integer, p_rate_limit integer, p_window_seconds double precision,
-            p_lease_seconds double precision, p_horizon_seconds double precision)
-        RETURNS TABLE (granted boolean, started_at timestamptz, lease_expires_at timestamptz,
-            retry_after_seconds double precision, in_flight integer, starts_in_window integer, notified boolean,
-            database_now timestamptz, answered_at timestamptz)
-        LANGUAGE plpgsql VOLATILE AS $$
-        #variable_conflict use_column
-        DECLARE
-            now_at timestamptz;
-            start_at timestamptz;
-            window_length interval := p_window_seconds * interval '1 second';
-            step interval := p_window_seconds / p_rate_limit * interval '1 second';
-            unreported_blocks boolean := false;
-            starts integer;
-            leases integer;
-            blocking_start timestamptz;
-            earliest_expiry timestamptz;
-            last_paced timestamptz;
-        BEGIN
-            PERFORM pg_advisory_xact_lock(hashtext('lead_relay_budget:' || p_key));
-            now_at := clock_timestamp();
-            DELETE FROM lead_relay_budget_grants g
-                WHERE g.budget_key = p_key
-                AND coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) <= now_at - window_length
-                AND (g.released_at IS NOT NULL OR g.lease_expires_at <= now_at);
-            SELECT count(*), min(g.lease_expires_at) INTO leases, earliest_expiry FROM lead_relay_budget_grants g
-                WHERE g.budget_key = p_key AND g.released_at IS NULL AND g.lease_expires_at > now_at;
-            IF leases >= p_max_in_flight THEN
-                RETURN QUERY SELECT false, NULL::timestamptz, NULL::timestamptz,
-                    extract(epoch FROM earliest_expiry - now_at)::double precision, leases, NULL::integer, true,
-                    now_at, clock_timestamp();
-                RETURN;
-            END IF;
-            SELECT max(g.paced_at) INTO last_paced FROM lead_relay_budget_grants g WHERE g.budget_key = p_key;
-            start_at := greatest(now_at, last_paced + step);
-            SELECT count(*) INTO starts FROM lead_relay_budget_grants g
-                WHERE g.budget_key = p_key
-                AND coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) > start_at - window_length;
-            IF starts >= p_rate_limit THEN
-                SELECT coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) INTO blocking_start
-                    FROM lead_relay_budget_grants g
+    static let budgetAcquireFunctionDatingAhead = budgetAcquireDatingAhead(honouringHolds: false)
+
+    /// The text of version 3's decision; with `honouringHolds` (version 6), no start is dated before the budget's
+    /// hold ends.
+    static func budgetAcquireDatingAhead(honouringHolds: Bool) -> String {
+        let create = honouringHolds ? "CREATE OR REPLACE" : "CREATE"
+        return """
+            \(create) FUNCTION lead_relay_budget_acquire(p_key text, p_holder text, p_grant_id uuid,
+                p_max_in_flight integer, p_rate_limit integer, p_window_seconds double precision,
+                p_lease_seconds double precision, p_horizon_seconds double precision)
+            RETURNS TABLE (granted boolean, started_at timestamptz, lease_expires_at timestamptz,
+                retry_after_seconds double precision, in_flight integer, starts_in_window integer, notified boolean,
+                database_now timestamptz, answered_at timestamptz)
+            LANGUAGE plpgsql VOLATILE AS $$
+            #variable_conflict use_column
+            DECLARE
+                now_at timestamptz;
+                start_at timestamptz;
+                window_length interval := p_window_seconds * interval '1 second';
+                step interval := p_window_seconds / p_rate_limit * interval '1 second';
+                unreported_blocks boolean := false;
+                starts integer;
+                leases integer;
+                blocking_start timestamptz;
+                earliest_expiry timestamptz;
+                last_paced timestamptz;
+                hold_end timestamptz;
+            BEGIN
+                PERFORM pg_advisory_xact_lock(hashtext('lead_relay_budget:' || p_key));
+                now_at := clock_timestamp();
+                DELETE FROM lead_relay_budget_grants g
                     WHERE g.budget_key = p_key
-                    AND coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) > start_at - window_length
-                    ORDER BY 1 OFFSET starts - p_rate_limit LIMIT 1;
-                start_at := blocking_start + window_length;
-                unreported_blocks := blocking_start > now_at;
-                starts := p_rate_limit - 1;
-            END IF;
-            IF start_at > now_at + p_horizon_seconds * interval '1 second' THEN
-                RETURN QUERY SELECT false, NULL::timestamptz, NULL::timestamptz,
-                    extract(epoch FROM start_at - now_at)::double precision - p_horizon_seconds, leases, starts,
-                    unreported_blocks, now_at, clock_timestamp();
-                RETURN;
-            END IF;
-            INSERT INTO lead_relay_budget_grants (grant_id, budget_key, holder, started_at, lease_expires_at,
-                paced_at)
-                VALUES (p_grant_id, p_key, p_holder, start_at, start_at + p_lease_seconds * interval '1 second',
-                    greatest(coalesce(last_paced + step, start_at), start_at - step / 2));
-            RETURN QUERY SELECT true, start_at, start_at + p_lease_seconds * interval '1 second',
-                NULL::double precision, leases + 1, starts + 1, false, now_at, clock_timestamp();
-        END $$
-        """
+                    AND coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) <= now_at - window_length
+                    AND (g.released_at IS NOT NULL OR g.lease_expires_at <= now_at);
+                SELECT count(*), min(g.lease_expires_at) INTO leases, earliest_expiry FROM lead_relay_budget_grants g
+                    WHERE g.budget_key = p_key AND g.released_at IS NULL AND g.lease_expires_at > now_at;
+                IF leases >= p_max_in_flight THEN
+                    RETURN QUERY SELECT false, NULL::timestamptz, NULL::timestamptz,
+                        extract(epoch FROM earliest_expiry - now_at)::double precision, leases, NULL::integer, true,
+                        now_at, clock_timestamp();
+                    RETURN;
+                END IF;
+                SELECT max(g.paced_at) INTO last_paced FROM lead_relay_budget_grants g WHERE g.budget_key = p_key;
+                \(honouringHolds ? holdEndStatement : "")
+                start_at := greatest(now_at, last_paced + step, hold_end);
+                SELECT count(*) INTO starts FROM lead_relay_budget_grants g
+                    WHERE g.budget_key = p_key
+                    AND coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) > start_at - window_length;
+                IF starts >= p_rate_limit THEN
+                    SELECT coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) INTO blocking_start
+                        FROM lead_relay_budget_grants g
+                        WHERE g.budget_key = p_key
+                        AND coalesce(g.written_at, least(g.released_at, g.lease_expires_at)) > start_at - window_length
+                        ORDER BY 1 OFFSET starts - p_rate_limit LIMIT 1;
+                    start_at := blocking_start + window_length;
+                    unreported_blocks := blocking_start > now_at;
+                    starts := p_rate_limit - 1;
+                END IF;
+                IF start_at > now_at + p_horizon_seconds * interval '1 second' THEN
+                    RETURN QUERY SELECT false, NULL::timestamptz, NULL::timestamptz,
+                        extract(epoch FROM start_at - now_at)::double precision - p_horizon_seconds, leases, starts,
+                        unreported_blocks, now_at, clock_timestamp();
+                    RETURN;
+                END IF;
+                INSERT INTO lead_relay_budget_grants (grant_id, budget_key, holder, started_at, lease_expires_at,
+                    paced_at)
+                    VALUES (p_grant_id, p_key, p_holder, start_at, start_at + p_lease_seconds * interval '1 second',
+                        greatest(coalesce(last_paced + step, start_at), start_at - step / 2));
+                RETURN QUERY SELECT true, start_at, start_at + p_lease_seconds * interval '1 second',
+                    NULL::double precision, leases + 1, starts + 1, false, now_at, clock_timestamp();
+            END $$
+            """
+    }
 
     // MARK: - Version 4: the API's lead id of a reconciled submission
 
@@ -550,4 +561,58 @@ public enum SharedStateSchema {
                 p_http_status);
         END $$
         """
+
+    // MARK: - Version 5: claims given back unused
+
+    /// Gives back the claim held with `p_token` by a relay that posted nothing under it (its lead was abandoned, or
+    /// its task cancelled while the claim was out), and wakes the relays waiting for the key; returns whether the
+    /// claim was still held. A first attempt's claim (`attempts = 1`) is deleted: nobody posted the lead, so the
+    /// key is free. A claim taken over (`attempts > 1`) keeps its row and expires now: an earlier owner may have
+    /// posted the lead, so the next claim takes it over at once and looks the lead up first (in doubt).
+    static let giveBackFunction = """
+        CREATE FUNCTION lead_relay_give_back_claim(p_key text, p_token uuid)
+        RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+        BEGIN
+            DELETE FROM lead_relay_dedupe
+                WHERE dedupe_key = p_key AND claim_token = p_token AND state = 'claimed' AND attempts = 1;
+            IF NOT FOUND THEN
+                UPDATE lead_relay_dedupe SET claim_expires_at = least(claim_expires_at, clock_timestamp())
+                    WHERE dedupe_key = p_key AND claim_token = p_token AND state = 'claimed';
+            END IF;
+            IF FOUND THEN
+                PERFORM pg_notify('lead_relay_claims', md5(p_key));
+            END IF;
+            RETURN FOUND;
+        END $$
+        """
+
+    // MARK: - Version 6: the API's Retry-After holds every relay of the budget
+
+    /// A budget's hold: no start of it is dated before `held_until`, by the database's clock.
+    static let budgetHoldTable = """
+        CREATE TABLE lead_relay_budget_holds (
+            budget_key text PRIMARY KEY,
+            held_until timestamptz NOT NULL)
+        """
+
+    /// Holds budget `p_key` for `p_seconds` from the database's clock now, or longer when a hold already lasts
+    /// longer; returns when the hold ends.
+    static let budgetHoldFunction = """
+        CREATE FUNCTION lead_relay_budget_hold(p_key text, p_seconds double precision)
+        RETURNS timestamptz LANGUAGE sql VOLATILE AS $$
+            INSERT INTO lead_relay_budget_holds AS h (budget_key, held_until)
+                VALUES (p_key, clock_timestamp() + greatest(p_seconds, 0) * interval '1 second')
+            ON CONFLICT (budget_key) DO UPDATE SET held_until = greatest(h.held_until, excluded.held_until)
+            RETURNING held_until
+        $$
+        """
+
+    /// Version 3's decision, whose earliest start is also the end of the budget's hold: a hold's end past the
+    /// horizon is a refusal that only time ends (`notified` false), like the window's. The arguments and the
+    /// answer are version 3's, so relays of version 5 still running get the hold too (they only do not set one).
+    static let budgetAcquireFunctionHonouringHolds = budgetAcquireDatingAhead(honouringHolds: true)
+
+    /// Reads the budget's hold, under the budget's advisory lock: a hold committed before the decision is seen.
+    static let holdEndStatement =
+        "SELECT h.held_until INTO hold_end FROM lead_relay_budget_holds h WHERE h.budget_key = p_key;"
 }

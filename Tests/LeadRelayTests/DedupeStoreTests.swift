@@ -1,4 +1,5 @@
 import Foundation
+import SharedState
 import TestSupport
 import Testing
 
@@ -67,6 +68,31 @@ import Testing
         #expect(stored.isReconciled && stored.leadId == "lead-000000000007")
         try reopened.forgetAttempt(forKey: "ce:portal|2")
         #expect(try reopened.noteAttemptBegun(forKey: "ce:portal|2") == nil)
+    }
+
+    /// A lead abandoned before this relay sent it frees its key, unless its reservation was in doubt (a run before
+    /// began a post of it and crashed): then the next reservation is in doubt too, and looks the lead up first.
+    @Test func anAbandonedReservationKeepsTheDoubtOfAnEarlierAttempt() throws {
+        let scratch = try ScratchDirectory()
+        let store = try DedupeStore(path: scratch.path("d.sqlite"), ttl: .seconds(3600))
+        let position = RecordPosition(topic: "leads.submitted", partition: 0, offset: 1)
+        func reserve(_ key: String) throws -> LeadReservation {
+            let outcome = try store.reserve(key, for: position, token: ClaimToken(), renewing: nil)
+            guard case .reserved(let reservation) = outcome else {
+                throw UnexpectedAnswer(what: "expected a reservation of \(key): \(outcome)")
+            }
+            return reservation
+        }
+        #expect(try store.noteAttemptBegun(forKey: "ce:portal|crashed", at: Self.start) == nil)
+        let inDoubt = try reserve("ce:portal|crashed")
+        #expect(inDoubt.inDoubtSince == Self.start)
+        try store.abandon("ce:portal|crashed", inDoubt)
+        #expect(try reserve("ce:portal|crashed").inDoubtSince == Self.start)
+
+        let fresh = try reserve("ce:portal|fresh")
+        #expect(fresh.inDoubtSince == nil)
+        try store.abandon("ce:portal|fresh", fresh)
+        #expect(try reserve("ce:portal|fresh").inDoubtSince == nil)
     }
 
     @Test func resubmissionAfterExpiryReplacesTheOldEntry() throws {

@@ -3,6 +3,7 @@ import Kafka
 import LeadEvents
 import LeadRelayDemo
 import SeekerLeads
+import SharedState
 import TestSupport
 import Testing
 
@@ -179,6 +180,21 @@ import Testing
         let results = Self.results(relay)
         #expect(results.compactMap { $0["status"] as? String } == ["SUBMITTED", "DUPLICATE"])
         #expect(results.allSatisfy { $0["requestId"] as? String == "request-before-crash" })
+    }
+
+    /// A reservation retried after its answer was lost names the same reservation, so that a shared store
+    /// recognises its own claim instead of finding the key held (and waiting out its TTL, then posting in doubt).
+    @Test func aReservationRetriedAfterALostAnswerIsTheSameReservation() async throws {
+        let lead = Self.distinctLeads(1, namespace: "lost-answer")[0]
+        let store = InMemorySubmissionStore()
+        store.loseAnswers(ofNextReservations: 2)
+        let relay = InProcessRelay(store: store)
+        try await Self.runUntilCommitted(relay, InProcessRelay.records([lead]))
+
+        #expect(relay.submitter.received == [lead.classifiedID])
+        let tokens = try #require(store.reservationTokens.values.first)
+        #expect(tokens.count == 3)
+        #expect(Set(tokens).count == 1)
     }
 
     @Test func aRejectedLeadIsDeadLetteredWithTheAPIsAnswerAndARedrivenCopyIsPostedAgain() async throws {

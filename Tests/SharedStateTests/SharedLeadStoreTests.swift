@@ -212,6 +212,74 @@ import Testing
         }
     }
 
+    /// A claim whose caller is cancelled while it waits for the key's row lock (another relay's insert of the key,
+    /// not yet committed) lands once the lock is free; it is given back then, so that the key is not held until
+    /// the claim expires. When the other relay's row was an expired claim, the cancelled claim took it over: given
+    /// back, it expires at once, and the next claim takes it over, still in doubt.
+    @Test(arguments: [false, true])
+    func aClaimCancelledWhileItWaitsForTheKeysLockIsGivenBackOnceItLands(otherClaimCommits: Bool) async throws {
+        try await PostgresServer.with { server in
+            try await withClients(3, of: server) { clients in
+                try await prepareAtOnce(clients)
+                let store = SharedLeadStore(client: clients[0], logger: quietLogger)
+                let key = "sha256:cancelled-while-out"
+                let (inserted, insertedContinuation) = AsyncStream<Void>.makeStream()
+                let (decided, decide) = AsyncStream<Void>.makeStream()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        try await clients[1].withConnection { connection in
+                            try await connection.query("BEGIN", logger: quietLogger)
+                            try await connection.query(
+                                """
+                                INSERT INTO lead_relay_dedupe (dedupe_key, state, claim_owner, claim_token,
+                                    claim_expires_at, input_topic, input_partition, input_offset, attempts,
+                                    first_attempt_at)
+                                VALUES (\(key), 'claimed', 'relay-stopped', gen_random_uuid(),
+                                    clock_timestamp() - interval '1 second', 'leads.submitted', 0, 0, 1,
+                                    clock_timestamp())
+                                """, logger: quietLogger)
+                            insertedContinuation.yield()
+                            for await _ in decided {}
+                            try await connection.query(
+                                PostgresQuery(unsafeSQL: otherClaimCommits ? "COMMIT" : "ROLLBACK"), logger: quietLogger
+                            )
+                        }
+                    }
+                    for await _ in inserted { break }
+                    let claiming = Task {
+                        try await store.claimBeforeAnyPost(
+                            key, owner: "relay-cancelled", inputRecord: Self.record(1), claimTTL: .seconds(3600),
+                            token: ClaimToken())
+                    }
+                    try await waitUntil("the claim to wait for the key's row lock") {
+                        try await clients[2].query(
+                            """
+                            SELECT count(*) FROM pg_stat_activity
+                            WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT * FROM lead_relay_claim(%'
+                            """, logger: quietLogger
+                        ).decode(Int.self).firstOfAll() == 1
+                    }
+                    claiming.cancel()
+                    decide.finish()
+                    await #expect(throws: CancellationError.self) { try await claiming.value }
+                    try await group.waitForAll()
+                }
+                let next = try await store.claim(
+                    key, owner: "relay-next", inputRecord: Self.record(2), claimTTL: .seconds(60))
+                if otherClaimCommits {
+                    guard case .takenOver(let claim, let previousOwner, let previousRecord) = next else {
+                        throw UnexpectedOutcome(description: "expected taken over: \(next)")
+                    }
+                    #expect(previousOwner == "relay-cancelled")
+                    #expect(previousRecord == Self.record(1))
+                    #expect(claim.attempts == 3)
+                } else {
+                    #expect(try next.claimed().attempts == 1)
+                }
+            }
+        }
+    }
+
     @Test func submissionsExpireAfterTheTTLAndArePurged() async throws {
         try await PostgresServer.with { server in
             let configuration = SharedLeadStore.Configuration(submissionTTL: .seconds(1))

@@ -190,6 +190,26 @@ import Testing
         }
     }
 
+    /// The API's `Retry-After` answers the credentials: a hold one relay sets dates every relay's next start at its
+    /// end at the earliest, and a shorter hold after it does not shorten it.
+    @Test func aHoldOneRelaySetsHoldsEveryRelaysStarts() async throws {
+        let configuration = SharedRateBudget.Configuration(
+            budgetKey: uniqueName("budget"), grantValidity: .seconds(60), leaseDuration: .seconds(3600))
+        try await PostgresServer.with { server in
+            try await withBudgets(2, of: server, configuration: configuration) { budgets in
+                let before = try await budgets[1].acquire()
+                try await budgets[1].release(before)
+                let heldUntil = try #require(try await budgets[0].hold(for: .milliseconds(800)))
+                #expect(heldUntil.timeIntervalSince(before.startedAt) > 0.7)
+                #expect(try await budgets[0].hold(for: .milliseconds(10)) == heldUntil)
+                let after = try await budgets[1].acquire()
+                #expect(after.startedAt >= heldUntil)
+                #expect(ContinuousClock.now >= after.writableAt)
+                try await budgets[1].release(after)
+            }
+        }
+    }
+
     @Test func aCancelledAcquirerLeavesTheQueueAndTheNextOneIsServed() async throws {
         let configuration = Self.inFlightBound(maxInFlight: 1, leaseDuration: .seconds(3600))
         try await PostgresServer.with { server in

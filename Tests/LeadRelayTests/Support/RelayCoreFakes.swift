@@ -352,13 +352,31 @@ final class InMemorySubmissionStore: SubmissionStore {
 
     var waitsForOtherRelays: Int { heldElsewhere.withLock { $0.waiters.count } }
 
+    /// The next `count` reservations fail after the store saw them, as a claim whose answer was lost does.
+    func loseAnswers(ofNextReservations count: Int) {
+        reservations.withLock { $0.answersToLose = count }
+    }
+
+    /// The token of every reservation asked for, by key, in order.
+    var reservationTokens: [String: [ClaimToken]] { reservations.withLock { $0.tokens } }
+
+    private let reservations = Mutex<(answersToLose: Int, tokens: [String: [ClaimToken]])>((0, [:]))
+
+    private struct AnswerLost: Error {}
+
     func submissions(forKeys keys: Set<String>, now: Date) async throws -> [String: SubmittedLead] {
         leads.withLock { leads in leads.filter { keys.contains($0.key) } }
     }
 
-    func reserve(_ key: String, for position: RecordPosition, renewing: LeadReservation?) async throws
-        -> LeadReservationOutcome
+    func reserve(_ key: String, for position: RecordPosition, token: ClaimToken, renewing: LeadReservation?)
+        async throws -> LeadReservationOutcome
     {
+        let answerLost = reservations.withLock { reservations in
+            reservations.tokens[key, default: []].append(token)
+            defer { reservations.answersToLose = max(0, reservations.answersToLose - 1) }
+            return reservations.answersToLose > 0
+        }
+        if answerLost { throw AnswerLost() }
         if heldElsewhere.withLock({ $0.keys.contains(key) }) {
             return .heldElsewhere(
                 HeldClaim(
@@ -374,6 +392,8 @@ final class InMemorySubmissionStore: SubmissionStore {
     }
 
     func release(_ key: String, _ reservation: LeadReservation) async throws {}
+
+    func abandon(_ key: String, _ reservation: LeadReservation) async throws {}
 
     func waitUntilReleased(_ held: HeldClaim) async throws {
         await withCheckedContinuation { waiter in
