@@ -40,11 +40,19 @@ public enum SeekerLeadsSimulator {
         return (application, SimulatorController(state: state))
     }
 
+    /// The event loop group to count the budget on: one thread of its own, real-time where the system allows it
+    /// and `realtime` asks for it (see `CountingEventLoop`). Shut it down after the application stopped.
+    public static func makeCountingEventLoopGroup(realtime: Bool = true, logger: Logger) async
+        -> MultiThreadedEventLoopGroup
+    {
+        await CountingEventLoop.make(realtime: realtime, logger: logger)
+    }
+
     /// Starts the simulator in the background (tests, demo, benchmarks), on an event loop of its
     /// own: sharing one with the client under test lets the client's work delay the moment the
     /// simulator reads a request head, and so its budget count (measured: worse than two threads).
     public static func start(options: SimulatorOptions, logger: Logger) async throws -> RunningSimulator {
-        let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let eventLoopGroup = await makeCountingEventLoopGroup(logger: logger)
         let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
         let (application, controller) = try makeApplication(
             options: options, logger: logger, eventLoopGroup: .shared(eventLoopGroup)

@@ -38,6 +38,10 @@ struct SimulatorCommand: AsyncParsableCommand {
     @Option(help: "Probability that a lead is GDPR-erased as it is stored (GET shows no contact data).")
     var erasedLeadRate = 0.0
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "info"
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Read requests, and count the budget, on a real-time thread where the system allows it.")
+    var realtimeCounting = true
 
     func run() async throws {
         guard let rates = try? JSONDecoder().decode([String: Double].self, from: Data(errorRates.utf8)) else {
@@ -73,7 +77,11 @@ struct SimulatorCommand: AsyncParsableCommand {
         var logger = Logger(label: "seeker-leads-sim") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let announcedHost = host
-        let (application, _) = try SeekerLeadsSimulator.makeApplication(options: options, logger: logger) { boundPort in
+        let eventLoopGroup = await SeekerLeadsSimulator.makeCountingEventLoopGroup(
+            realtime: realtimeCounting, logger: logger)
+        let (application, _) = try SeekerLeadsSimulator.makeApplication(
+            options: options, logger: logger, eventLoopGroup: .shared(eventLoopGroup)
+        ) { boundPort in
             // The one line on stdout: tests and scripts read the base URL from it.
             FileHandle.standardOutput.write(Data("SEEKER_LEADS_BASE_URL=http://\(announcedHost):\(boundPort)\n".utf8))
         }
@@ -82,5 +90,6 @@ struct SimulatorCommand: AsyncParsableCommand {
                 services: [.init(service: application)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
         try await group.run()
+        try await eventLoopGroup.shutdownGracefully()
     }
 }
