@@ -138,7 +138,6 @@ struct RecordProcessor: Sendable {
         let body = event.request.canonicalJSON()
         let firstAttemptAt = Date()
         let reservation = ReservationSlot()
-        let reservationToken = ClaimToken()
         let attempts = AttemptHistory()
         let gate = gates.attemptGate()
         var deadline = retryDeadline.map { ContinuousClock.now + $0 }
@@ -159,14 +158,12 @@ struct RecordProcessor: Sendable {
                         // Before the attempt's permission: a lead waiting for its lookup holds no slot.
                         if let pending = attempts.takeDoubt(),
                             let leadId = try await reconcile(
-                                pending, fingerprint, key: event.dedupeKey, at: position, token: reservationToken,
-                                in: reservation)
+                                pending, fingerprint, key: event.dedupeKey, at: position, in: reservation)
                         {
                             throw FoundReconciled(lead: reconciled(leadId))
                         }
                         try await gate.waitForPermission()
-                        try await reserve(
-                            event.dedupeKey, at: position, token: reservationToken, in: reservation, gate: gate)
+                        try await reserve(event.dedupeKey, at: position, in: reservation, gate: gate)
                         guard commitment.commit() else {
                             gate.withdraw()
                             throw CancellationError()
@@ -232,8 +229,7 @@ struct RecordProcessor: Sendable {
                 if let pending = attempts.takeDoubt() {
                     do {
                         if let leadId = try await reconcile(
-                            pending, fingerprint, key: event.dedupeKey, at: position, token: reservationToken,
-                            in: reservation)
+                            pending, fingerprint, key: event.dedupeKey, at: position, in: reservation)
                         {
                             return await record(reconciled(leadId), of: event, under: held)
                         }
@@ -263,14 +259,13 @@ struct RecordProcessor: Sendable {
     /// holds when it would lapse too soon. Gives the permission back while another relay's record holds the key,
     /// and when it throws: `FoundSubmitted` when the key turns out submitted.
     private func reserve(
-        _ key: String, at position: RecordPosition, token: ClaimToken, in slot: ReservationSlot,
-        gate: SubmissionGates.AttemptGate
+        _ key: String, at position: RecordPosition, in slot: ReservationSlot, gate: SubmissionGates.AttemptGate
     ) async throws {
         while true {
             let held = slot.current
             if let held, held.isLive(for: reservationLiveness.atAttempt) { return }
             let outcome = await retryingStoreAccess {
-                try await dedupeStore.reserve(key, for: position, token: token, renewing: held)
+                try await dedupeStore.reserve(key, for: position, token: slot.token, renewing: held)
             }
             switch outcome {
             case nil:
@@ -310,22 +305,20 @@ struct RecordProcessor: Sendable {
     /// and `CancellationError` when the task is cancelled.
     private func reconcile(
         _ pending: AttemptHistory.Doubt, _ fingerprint: LeadFingerprint, key: String, at position: RecordPosition,
-        token: ClaimToken, in slot: ReservationSlot
+        in slot: ReservationSlot
     ) async throws -> String? {
         while ContinuousClock.now < pending.lookAt {
             try await Task.sleep(until: min(pending.lookAt, .now + .seconds(1)), clock: .continuous)
-            try await keepLive(key, at: position, token: token, in: slot)
+            try await keepLive(key, at: position, in: slot)
         }
         return try await reconciler.lookUp(fingerprint, firstWrittenAt: pending.since)
     }
 
     /// Renews the slot's reservation when it would lapse before an attempt could end.
-    private func keepLive(_ key: String, at position: RecordPosition, token: ClaimToken, in slot: ReservationSlot)
-        async throws
-    {
+    private func keepLive(_ key: String, at position: RecordPosition, in slot: ReservationSlot) async throws {
         guard let held = slot.current, !held.isLive(for: reservationLiveness.atAttempt) else { return }
         switch await retryingStoreAccess({
-            try await dedupeStore.reserve(key, for: position, token: token, renewing: held)
+            try await dedupeStore.reserve(key, for: position, token: slot.token, renewing: held)
         }) {
         case nil:
             throw CancellationError()
@@ -336,7 +329,7 @@ struct RecordProcessor: Sendable {
         case .heldElsewhere(let other)?:
             // The reservation lapsed (the store was out of reach): whoever holds the key now posts or finds it.
             _ = await retryingStoreAccess { try await dedupeStore.waitUntilReleased(other) }
-            try await keepLive(key, at: position, token: token, in: slot)
+            try await keepLive(key, at: position, in: slot)
         }
     }
 
@@ -372,6 +365,9 @@ struct RecordProcessor: Sendable {
 
 /// The key's reservation for one record's attempts; written by an attempt's preparation, read at its write.
 private final class ReservationSlot: Sendable {
+    /// Names the record's reservation in the store, the same on every try, so that one whose answer was lost is
+    /// recognised as the record's own.
+    let token = ClaimToken()
     private let reservation = Mutex<LeadReservation?>(nil)
 
     var current: LeadReservation? {

@@ -12,11 +12,12 @@ import ServiceLifecycle
 public enum SeekerLeadsSimulator {
     /// The Hummingbird application serving the simulator; run it as a `Service`.
     /// `onRunning` gets the bound port once the server listens. The budget is counted on
-    /// `eventLoopGroup`'s loops as request heads are read, so a busy loop delays the count.
+    /// `eventLoopGroup`'s loops as request heads are read, so a busy loop delays the count: give it
+    /// `makeCountingEventLoopGroup`'s.
     public static func makeApplication(
         options: SimulatorOptions,
         logger: Logger,
-        eventLoopGroup: EventLoopGroupProvider = .singleton,
+        eventLoopGroup: EventLoopGroupProvider,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) throws -> (application: some ApplicationProtocol, controller: SimulatorController) {
         let state = SimulatorState(options: options)
@@ -38,14 +39,6 @@ public enum SeekerLeadsSimulator {
             logger: logger
         )
         return (application, SimulatorController(state: state))
-    }
-
-    /// The event loop group to count the budget on: one thread of its own, real-time where the system allows it
-    /// and `realtime` asks for it (see `CountingEventLoop`). Shut it down after the application stopped.
-    public static func makeCountingEventLoopGroup(realtime: Bool = true, logger: Logger) async
-        -> MultiThreadedEventLoopGroup
-    {
-        await CountingEventLoop.make(realtime: realtime, logger: logger)
     }
 
     /// Starts the simulator in the background (tests, demo, benchmarks), on an event loop of its
