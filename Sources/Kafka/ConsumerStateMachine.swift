@@ -41,6 +41,13 @@ struct ConsumerStateMachine {
     private(set) var hasLostAssignment = false
     /// A revocation delivered to the reader and not yet acknowledged.
     private(set) var pendingRevocation: PartitionRevocation?
+    /// Whether the consumer is rejoining its group: an eager revocation released its partitions and no assignment
+    /// has come since. A commit sent meanwhile waits behind the JoinGroup request and is answered with an illegal
+    /// generation, on which librdkafka 2.0.2 forgets its generation: its next heartbeat then starts yet another
+    /// rebalance (seen here: a relay stopping in a rebalance went through three of them, committing nothing).
+    private(set) var isRejoining = false
+    /// Whether the group's assignor is eager: every rebalance then revokes the whole assignment before the rejoin.
+    let rebalancesEagerly: Bool
     private var readerHasDemand = true
     private var readerGone = false
     /// Counts demand signals, so that a full-buffer answer computed before one does not override it.
@@ -69,8 +76,9 @@ struct ConsumerStateMachine {
         return hasJoined
     }
 
-    init(pauseGrace: Duration = .milliseconds(500)) {
+    init(pauseGrace: Duration = .milliseconds(500), rebalancesEagerly: Bool = false) {
         self.pauseGrace = pauseGrace
+        self.rebalancesEagerly = rebalancesEagerly
     }
 
     var membership: KafkaConsumerMembership {
@@ -187,6 +195,7 @@ struct ConsumerStateMachine {
         assignment.formUnion(partitions)
         hasJoined = true
         hasLostAssignment = false
+        isRejoining = false
         let pause = partitions.filter { shouldPause($0) }
         pausedInLibrary.formUnion(pause)
         return pause
@@ -208,6 +217,7 @@ struct ConsumerStateMachine {
     mutating func revoked(_ partitions: [TopicPartition]) {
         assignment.subtract(partitions)
         pendingRevocation = nil
+        if rebalancesEagerly, case .running = lifecycle { isRejoining = true }
     }
 
     /// The group took the assignment away without a handover (librdkafka reports the revocation as lost).
@@ -228,6 +238,7 @@ struct ConsumerStateMachine {
         assignment.removeAll()
         pausedInLibrary.removeAll()
         hasJoined = false
+        isRejoining = false
         defer { closeWaiters.removeAll() }
         return closeWaiters
     }

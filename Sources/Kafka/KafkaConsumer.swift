@@ -114,7 +114,8 @@ public final class KafkaConsumer: Sendable {
         // watermark and resumes at the low one: far enough apart that a reader keeping up rarely causes a pause,
         // because librdkafka discards and fetches again what it had prefetched on each one.
         let highWatermark = max(2 * bufferCapacity / maxBatch, 4)
-        let shared = ConsumerShared()
+        let cooperative = properties["partition.assignment.strategy"]?.contains("cooperative") ?? false
+        let shared = ConsumerShared(rebalancesEagerly: !cooperative)
         let sequence = KafkaConsumerEvents.Producer.makeSequence(
             backPressureStrategy: .init(lowWatermark: highWatermark / 2, highWatermark: highWatermark),
             finishOnDeinit: false,
@@ -125,12 +126,9 @@ public final class KafkaConsumer: Sendable {
         shared.client.withLock { $0 = client }
         // librdkafka 2.0.2 can hang for ever in consumer_close when a cooperative assignment arrives during the
         // close (librdkafka issue 4527, fixed in 2.4.0); leaving the subscription first avoids that.
-        let leavesSubscriptionBeforeClose =
-            properties["partition.assignment.strategy"]?.contains("cooperative") ?? false
         ConsumerPollLoop.start(
             client: client, shared: shared, source: sequence.source, maxBatch: maxBatch,
-            revocationTimeout: revocationTimeout, leavesSubscriptionBeforeClose: leavesSubscriptionBeforeClose,
-            logger: logger)
+            revocationTimeout: revocationTimeout, leavesSubscriptionBeforeClose: cooperative, logger: logger)
         self.client = client
         self.shared = shared
         self.logger = logger
@@ -150,16 +148,20 @@ public final class KafkaConsumer: Sendable {
         try client.subscribe(topics: topics)
     }
 
-    /// Commits `offsets` (the next offsets to read) and waits for the coordinator's answer, on a thread outside Swift's cooperative pool.
-    public func commitAndWait(_ offsets: [TopicPartition: Int64]) async throws {
+    /// Commits `offsets` (the next offsets to read) and waits at most `timeout` for the coordinator's answer (with
+    /// no coordinator reachable a commit can wait far longer), on a thread outside Swift's cooperative pool. Returns
+    /// whether the commit was acknowledged in time; false at once, with nothing sent, while the consumer rejoins
+    /// its group after an eager revocation (see `ConsumerStateMachine.isRejoining`): the commit then succeeds once
+    /// the next assignment has come, whichever partitions it holds.
+    public func commitAndWait(_ offsets: [TopicPartition: Int64], timeout: Duration) async throws -> Bool {
+        guard !isRejoining else { return false }
         let client = self.client
-        try await client.runBlocking { try client.commit(offsets) }
+        return try await withTimeout(timeout) { try await client.runBlocking { try client.commit(offsets) } } != nil
     }
 
-    /// As `commitAndWait(_:)`, waiting at most `timeout` (with no coordinator reachable a commit can wait far
-    /// longer). Returns whether the commit was acknowledged in time.
-    public func commitAndWait(_ offsets: [TopicPartition: Int64], timeout: Duration) async throws -> Bool {
-        try await withTimeout(timeout) { try await self.commitAndWait(offsets) } != nil
+    /// Whether the consumer is rejoining its group after an eager revocation: no commit is sent meanwhile.
+    public var isRejoining: Bool {
+        shared.state.withLock { $0.isRejoining }
     }
 
     /// Stops fetching these partitions (also after they are revoked and assigned again, until `resume`). Events
@@ -239,7 +241,11 @@ public final class KafkaConsumer: Sendable {
 
 /// What the consumer, its reader and its poll thread share: the state machine behind one lock.
 final class ConsumerShared: Sendable {
-    let state = Mutex(ConsumerStateMachine())
+    let state: Mutex<ConsumerStateMachine>
+
+    init(rebalancesEagerly: Bool) {
+        state = Mutex(ConsumerStateMachine(rebalancesEagerly: rebalancesEagerly))
+    }
     /// Set once at start, for waking the poll thread out of a blocking poll.
     let client = Mutex<RDKafkaClient?>(nil)
 

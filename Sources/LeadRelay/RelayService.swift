@@ -230,18 +230,21 @@ public final class RelayService: Service, Sendable {
                 metadata: ["held": "\(admission.heldCount)"])
             abandonInFlight(of: nil)
         }
-        let finalDeadline = ContinuousClock.now + .milliseconds(1500)
-        func remaining(atMost cap: Duration) -> Duration {
-            max(.zero, min(cap, finalDeadline - .now))
+        // The steps after the drain get 1.5 s together, or what is left of the shutdown timeout if that is more:
+        // the final commit may go on retrying through a rebalance, but leaves the closes their 0.9 s, since a relay
+        // that does not leave the group holds its partitions until its session times out.
+        let end = max(drainDeadline, ContinuousClock.now + .milliseconds(1500))
+        func remaining(atMost cap: Duration, reserving reserve: Duration = .zero) -> Duration {
+            max(.zero, min(cap, end - reserve - .now))
         }
         do {
-            try await producer.flush(timeout: remaining(atMost: .milliseconds(500)))
+            try await producer.flush(timeout: remaining(atMost: .milliseconds(300), reserving: .milliseconds(1200)))
         } catch {
             logger.warning("producer flush failed", metadata: ["error": "\(error)"])
         }
-        await commitBeforeLeaving(until: max(drainDeadline, finalDeadline))
+        await commitBeforeLeaving(until: end - .milliseconds(900))
         do {
-            try await consumer.close(timeout: remaining(atMost: .seconds(1)))
+            try await consumer.close(timeout: remaining(atMost: .milliseconds(700), reserving: .milliseconds(200)))
         } catch {
             logger.warning("consumer close failed", metadata: ["error": "\(error)"])
         }
@@ -259,8 +262,9 @@ public final class RelayService: Service, Sendable {
         }
     }
 
-    /// The last commit: while the group rebalances (another relay leaving at the same time) it is refused, so it is
-    /// retried until the rebalance is over or `deadline` passes.
+    /// The last commit: while the group rebalances (another relay leaving at the same time) it is refused, and
+    /// while this relay rejoins it is not sent, so it is retried until the rebalance is over or `deadline` passes.
+    /// Once rejoined, the relay commits what it finished whether or not the group gave the partitions back.
     private func commitBeforeLeaving(until deadline: ContinuousClock.Instant) async {
         let backoff = Backoff(base: .milliseconds(100), max: .seconds(1))
         var refusals = 0

@@ -76,6 +76,30 @@ import Testing
         #expect(answer14 == .poll(pause: [], resume: [p0], rewound: []))
     }
 
+    /// Between an eager revocation's release and the next assignment the consumer rejoins, and sends no commit.
+    @Test(arguments: [true, false]) func anEagerConsumerRejoinsFromItsRevocationToItsNextAssignment(eager: Bool) {
+        var machine = ConsumerStateMachine(pauseGrace: .zero, rebalancesEagerly: eager)
+        _ = machine.assigned([p0, p1])
+        #expect(!machine.isRejoining)
+        _ = machine.revoking([p0, p1], revocation: PartitionRevocation())
+        #expect(!machine.isRejoining, "the reader may still commit what it finished before acknowledging")
+        machine.revoked([p0, p1])
+        #expect(machine.isRejoining == eager)
+        _ = machine.assigned([])
+        #expect(!machine.isRejoining, "an empty assignment ends the rejoin too")
+    }
+
+    @Test func aConsumerLeavingItsGroupIsNotRejoiningIt() async throws {
+        var machine = ConsumerStateMachine(pauseGrace: .zero, rebalancesEagerly: true)
+        _ = machine.assigned([p0])
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            _ = machine.close(continuation)
+            machine.revoked([p0])
+            #expect(!machine.isRejoining)
+            for closer in machine.closed(.success(())) { closer.resume() }
+        }
+    }
+
     @Test func aRevocationWaitsForTheReaderOnlyWhileOneReadsAndTheConsumerRuns() {
         var machine = ConsumerStateMachine(pauseGrace: .zero)
         _ = machine.assigned([p0])

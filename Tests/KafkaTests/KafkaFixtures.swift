@@ -11,8 +11,7 @@ let testLogger: Logger = {
     return logger
 }()
 
-/// A commit that fails the test when the group does not answer in time, instead of holding it:
-/// `commitAndWait(_:)` waits as long as librdkafka does.
+/// A commit that fails the test when the group does not answer in time, or refuses it while rejoining.
 func boundedCommit(_ consumer: KafkaConsumer, _ offsets: [TopicPartition: Int64]) async throws {
     guard try await consumer.commitAndWait(offsets, timeout: .seconds(30)) else {
         throw TimedOut(what: "a commit")

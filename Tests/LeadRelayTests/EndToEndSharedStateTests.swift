@@ -34,8 +34,7 @@ import Testing
             }
             let grants = metrics.map { $0.value("lead_relay_shared_budget_grants_total") }.reduce(0, +)
             #expect(grants >= Double(stats.requestsTotal), "\(grants) grants for \(stats.requestsTotal) requests")
-            let behind = try await world.inputPartitionsNotCommittedToEnd()
-            #expect(behind.isEmpty, "the group did not commit these partitions to their end: \(behind)")
+            try await world.expectInputCommittedToEnd(by: relays)
 
             let rate = apiStartRate(try await world.simulator.requestLog())
             let roundTrips = metrics.map { $0.value("lead_relay_database_round_trips_total") }.reduce(0, +)
@@ -89,8 +88,7 @@ import Testing
             #expect(postedAgain == 0, "\(postedAgain) leads posted twice")
             let summary = expectOutcomes(try await world.writtenOutcomes(), of: produced, rereadsAllowed: true)
             #expect(summary.leadsWithSeveralRequestIDs <= postedAgain, "leads submitted under several requestIds")
-            let behind = try await world.inputPartitionsNotCommittedToEnd()
-            #expect(behind.isEmpty, "the group did not commit these partitions to their end: \(behind)")
+            try await world.expectInputCommittedToEnd(by: relays)
             record(
                 """
                 SIGKILL at \(outcomesAtKill) of \(produced.count) records with outcomes: \(postedAgain) leads \
@@ -137,8 +135,7 @@ import Testing
             #expect(stats.duplicateLeadsReceived == 0)
             #expect(try await extraPosts(of: backlog.uniqueLeads, by: world.simulator) == 0)
             expectOutcomes(try await world.writtenOutcomes(), of: produced)
-            let behind = try await world.inputPartitionsNotCommittedToEnd()
-            #expect(behind.isEmpty, "the group did not commit these partitions to their end: \(behind)")
+            try await world.expectInputCommittedToEnd(by: relays)
         }
     }
 
@@ -188,8 +185,37 @@ import Testing
                     "re-send of \(resend.sample.classifiedID ?? ""): \(String(describing: answer?.kind))")
                 #expect(answer?.requestID != nil && answer?.requestID == submission?.requestID)
             }
-            let behind = try await world.inputPartitionsNotCommittedToEnd()
-            #expect(behind.isEmpty, "the group did not commit these partitions to their end: \(behind)")
+            try await world.expectInputCommittedToEnd(by: [first, second])
+        }
+    }
+
+    /// Three relays scaled in to one during a backlog, SIGTERM after SIGTERM: each leave makes the group refuse
+    /// commits while it rebalances, and the next relay is stopped in the middle of that rebalance, holding outcomes
+    /// its commits could not record yet. Each commits them before it leaves, the last relay finishes the backlog,
+    /// and nothing is lost, posted twice or left uncommitted.
+    @Test func relaysStoppedOneAfterAnotherDuringABacklogCommitWhatTheyFinished() async throws {
+        try await SharedWorld.with(simulatorArguments: ["--latency-ms", "20"]) { world in
+            let relays = try await world.startStableGroup(3)
+            let backlog = SharedBacklog(count: 300, namespace: uniqueName("scale-in"), seed: 86)
+            let produced = try await world.producer.produce(backlog.records)
+
+            try await world.waitForOutcomes(atLeast: 60)
+            #expect(try await relays[0].terminate() == .exited(0))
+            #expect(try await relays[1].terminate() == .exited(0))
+            try #require(
+                Set(world.outcomePositionsSoFar()).count < produced.count, "the backlog was gone at the scale-in")
+            try await world.waitForAnOutcomeOfEach(produced, relays: [relays[2]])
+            #expect(try await relays[2].terminate() == .exited(0))
+
+            try await world.expectNoBudgetViolation()
+            #expect(try await extraPosts(of: backlog.uniqueLeads, by: world.simulator) == 0)
+            expectOutcomes(try await world.writtenOutcomes(), of: produced, rereadsAllowed: true)
+            try await world.expectInputCommittedToEnd(by: relays)
+            for (index, relay) in relays.enumerated() {
+                #expect(
+                    !relay.process.stderr.contains("final commit did not succeed in time"),
+                    "relay \(index) left without committing what it had finished")
+            }
         }
     }
 
@@ -251,8 +277,7 @@ import Testing
             #expect(stats.duplicateLeadsReceived == 0)
             #expect(try await extraPosts(of: backlog.uniqueLeads, by: world.simulator) == 0)
             expectOutcomes(try await world.writtenOutcomes(), of: produced)
-            let behind = try await world.inputPartitionsNotCommittedToEnd()
-            #expect(behind.isEmpty, "the group did not commit these partitions to their end: \(behind)")
+            try await world.expectInputCommittedToEnd(by: relays)
         }
     }
 

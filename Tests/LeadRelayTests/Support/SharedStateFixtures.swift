@@ -157,12 +157,7 @@ final class SharedWorld: Sendable {
             let offsets = records.map(\.offset).sorted()
             lines.append("  partition \(partition): \(offsets.count) records, offsets \(offsets.prefix(8))...")
         }
-        if let keepLogs = ProcessInfo.processInfo.environment["LEAD_RELAY_E2E_KEEP_LOGS"] {
-            try? FileManager.default.createDirectory(atPath: keepLogs, withIntermediateDirectories: true)
-            for file in (try? FileManager.default.contentsOfDirectory(atPath: scratch.url.path)) ?? [] {
-                try? FileManager.default.copyItem(atPath: scratch.path(file), toPath: keepLogs + "/" + file)
-            }
-        }
+        keepLogs()
         for (index, relay) in relays.enumerated() {
             let name = URL(fileURLWithPath: relay.process.stderrPath).lastPathComponent
             guard relay.process.isRunning else {
@@ -186,6 +181,15 @@ final class SharedWorld: Sendable {
                 "  \(warnings.count) warnings and errors; the last: \(warnings.suffix(5).joined(separator: "\n  "))")
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// With `LEAD_RELAY_E2E_KEEP_LOGS=<directory>` in the test's environment, copies the processes' logs there.
+    private func keepLogs() {
+        guard let keepLogs = ProcessInfo.processInfo.environment["LEAD_RELAY_E2E_KEEP_LOGS"] else { return }
+        try? FileManager.default.createDirectory(atPath: keepLogs, withIntermediateDirectories: true)
+        for file in (try? FileManager.default.contentsOfDirectory(atPath: scratch.url.path)) ?? [] {
+            try? FileManager.default.copyItem(atPath: scratch.path(file), toPath: keepLogs + "/" + file)
+        }
     }
 
     private func waitForAnOutcomeOfEachOnce(_ produced: [ProducedSample], timeout: Duration) async throws {
@@ -235,12 +239,26 @@ final class SharedWorld: Sendable {
         return outcomes
     }
 
-    /// Produces markers to each input partition after the relays have left, and joins their group: the partitions
-    /// whose first record read was not the marker, so the group had not committed them to their end.
-    func inputPartitionsNotCommittedToEnd() async throws -> [Int32] {
-        try await partitionsNotCommittedToEnd(
+    /// Expects the group to have committed every input partition to its end, once `relays` have left (it joins
+    /// their group, after producing a marker to each partition). A failure names the partitions behind and quotes
+    /// what each relay logged about its partitions and commits.
+    func expectInputCommittedToEnd(
+        by relays: [RelayProcess], sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        let behind = try await partitionsNotCommittedToEnd(
             groupID: groupID, topic: Topics.input, partitionCount: SharedTopics.inputPartitions,
             bootstrapServers: kafka.bootstrapServers, producer: producer)
+        guard !behind.isEmpty else { return }
+        keepLogs()
+        var lines = ["the group did not commit these input partitions to their end: \(behind)"]
+        for (index, relay) in relays.enumerated() {
+            let events = relay.process.stderr.split(separator: "\n").filter { line in
+                ["commit", "partitions", "relay stop", "rebalance"].contains { line.contains($0) }
+            }
+            lines.append("relay \(index), the last of its partition and commit events:")
+            lines.append(contentsOf: events.suffix(12).map { "  \($0)" })
+        }
+        Issue.record(Comment(rawValue: lines.joined(separator: "\n")), sourceLocation: sourceLocation)
     }
 }
 
