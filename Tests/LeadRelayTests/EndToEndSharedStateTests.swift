@@ -195,8 +195,8 @@ import Testing
     /// and nothing is lost, posted twice or left uncommitted.
     @Test func relaysStoppedOneAfterAnotherDuringABacklogCommitWhatTheyFinished() async throws {
         try await SharedWorld.with(simulatorArguments: ["--latency-ms", "20"]) { world in
-            // The default shutdown timeout rather than these tests' 10 s: a relay stopped during a rebalance
-            // commits once its group has rejoined, and on a loaded machine the rejoin has taken over 8.6 s.
+            // 25 s, the relay's default shutdown timeout, rather than these tests' 10 s: a relay stopped during a
+            // rebalance commits once its group has rejoined, and on a loaded machine that has taken over 8.6 s.
             let relays = try await world.startStableGroup(3, ["LEAD_RELAY_SHUTDOWN_TIMEOUT_SECONDS": "25"])
             let backlog = SharedBacklog(count: 300, namespace: uniqueName("scale-in"), seed: 86)
             let produced = try await world.producer.produce(backlog.records)
