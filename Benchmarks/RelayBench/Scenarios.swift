@@ -238,6 +238,17 @@ private func recordSharedState(
             scenario, "database round trips per lead: \(operation), \(name)", count / Double(posted),
             unit: "round trips")
     }
+    let lag = "lead_relay_shared_budget_start_lag_seconds"
+    book.record(
+        scenario, "start lag, mean, \(name)", metrics.sum(lag + "_sum") / metrics.sum(lag + "_count") * 1000,
+        unit: "ms",
+        note: "\(lag) (_sum / _count, every relay's): from a grant's instant to where its start counts, by the "
+            + "database's clock; each window of the budget lasts window + margin + about this.")
+    book.record(
+        scenario, "database clock uncertainty at the last start, mean, \(name)",
+        metrics.sum("lead_relay_database_clock_uncertainty_seconds") / Double(scrapes.count) * 1000, unit: "ms",
+        note: "lead_relay_database_clock_uncertainty_seconds, averaged over the relays: the part of the start lag "
+            + "that comes from not knowing the database's clock exactly.")
     book.record(
         scenario, "grant queries refused, \(name)",
         (roundTrips["budget grant"] ?? 0) - metrics.sum("lead_relay_shared_budget_grants_total"), unit: "count",

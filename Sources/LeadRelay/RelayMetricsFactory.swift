@@ -48,6 +48,10 @@ public struct RelayMetricsFactory: MetricsFactory {
         "lead_relay_shared_budget_grant_wait_seconds": "Time this relay waited for a grant of the shared budget.",
         "lead_relay_shared_budget_group_in_flight":
             "API requests outstanding in the whole group, as of this relay's last grant.",
+        "lead_relay_shared_budget_start_lag_seconds":
+            "From a shared-budget grant's instant to its request's write as counted, by the database's clock.",
+        "lead_relay_database_clock_uncertainty_seconds":
+            "Width of this relay's bounds on the offset between its clock and the database's, at the last start.",
         "lead_relay_claims_waited_total": "Times a lead waited for another relay's claim of its dedupe key to end.",
         "lead_relay_claims_taken_over_total": "Claims of a stopped relay taken over after they expired.",
         "lead_relay_in_doubt_total":
@@ -65,6 +69,9 @@ public struct RelayMetricsFactory: MetricsFactory {
         ].map(Duration.init(timeInterval:)),
         "lead_relay_shared_budget_grant_wait_seconds": [
             0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30, 60,
+        ].map(Duration.init(timeInterval:)),
+        "lead_relay_shared_budget_start_lag_seconds": [
+            0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1,
         ].map(Duration.init(timeInterval:)),
     ]
 

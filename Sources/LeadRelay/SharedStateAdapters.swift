@@ -15,6 +15,8 @@ struct SharedStateMetrics: Sendable {
     let grants: Counter
     let grantWait: CoreMetrics.Timer
     let groupInFlight: Gauge
+    let startLag: CoreMetrics.Timer
+    let clockUncertainty: Gauge
     let claimsWaited: Counter
     let claimsTakenOver: Counter
     let inDoubtAfterTakeOver: Counter
@@ -23,6 +25,8 @@ struct SharedStateMetrics: Sendable {
         grants = Counter(label: "lead_relay_shared_budget_grants_total", factory: factory)
         grantWait = CoreMetrics.Timer(label: "lead_relay_shared_budget_grant_wait_seconds", factory: factory)
         groupInFlight = Gauge(label: "lead_relay_shared_budget_group_in_flight", factory: factory)
+        startLag = CoreMetrics.Timer(label: "lead_relay_shared_budget_start_lag_seconds", factory: factory)
+        clockUncertainty = Gauge(label: "lead_relay_database_clock_uncertainty_seconds", factory: factory)
         claimsWaited = Counter(label: "lead_relay_claims_waited_total", factory: factory)
         claimsTakenOver = Counter(label: "lead_relay_claims_taken_over_total", factory: factory)
         inDoubtAfterTakeOver = Counter(
@@ -199,7 +203,12 @@ final class SharedRequestBudget: RequestBudget {
     func markStarted(_ permit: BudgetPermit, at instant: ContinuousClock.Instant) {
         guard let grant = state.withLock({ $0.grants[permit.id] }) else { return }
         // Until the report lands the start counts in every window, which is only stricter.
-        offTheRequestPath("budget write report failed") { try await $0.markWritten(grant, at: instant) }
+        let metrics = metrics
+        offTheRequestPath("budget write report failed") { budget in
+            let report = try await budget.markWritten(grant, at: instant)
+            metrics.startLag.recordNanoseconds(report.lag.nanosecondsValue)
+            if let uncertainty = report.clockUncertainty { metrics.clockUncertainty.record(uncertainty.timeInterval) }
+        }
     }
 
     func release(_ permit: BudgetPermit) {

@@ -57,6 +57,13 @@ struct DatabaseClock: Sendable {
         return Date(timeIntervalSince1970: u + upperKey + Self.driftRate * u)
     }
 
+    /// How far apart the bounds are at the local instant `instant`: how much a start's report can overstate its
+    /// write plus how late `localInstant(whenDatabaseReaches:)` can make a write, together.
+    func uncertainty(at instant: ContinuousClock.Instant) -> Duration? {
+        guard let lowerKey, let upperKey else { return nil }
+        return .seconds(upperKey - lowerKey + 2 * Self.driftRate * local(instant))
+    }
+
     private func local(_ instant: ContinuousClock.Instant) -> Double {
         (instant - origin).seconds
     }

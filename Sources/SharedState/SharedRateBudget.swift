@@ -64,9 +64,10 @@ import Synchronization
 /// deleted by the next grant of the same budget, so a budget's rows stay about `rateLimit` plus the leases out.
 ///
 /// The price of the bound is throughput: at most `rateLimit` starts per `window + margin`, so 10 per 205 ms
-/// (97.6% of the API's ceiling) with a 5 ms margin, less the time each start's report overstates its write (the
-/// width of the clocks' offset bounds) and the time from `writableAt` to the write. Neither the database host's
-/// clock nor this one may be stepped (slewing, as NTP does, is fine).
+/// (97.6% of the API's ceiling) with a 5 ms margin, less each start's lag: the width of the clocks' offset bounds
+/// (how late `writableAt` can be plus how much a report can overstate its write) and the time from `writableAt` to
+/// the write. `markWritten` returns the lag and the width. Neither the database host's clock nor this one may be
+/// stepped (slewing, as NTP does, is fine).
 public final class SharedRateBudget: Sendable {
     public struct Configuration: Sendable {
         /// Relays with the same database and key share one budget.
@@ -227,13 +228,18 @@ public final class SharedRateBudget: Sendable {
                 \(configuration.countedWindow.seconds), \(configuration.leaseDuration.seconds),
                 \(configuration.horizon.seconds))
             """
-        let sentAt = ContinuousClock.now
-        let row = try await database.perform("budget grant") { client, logger in
-            try await client.query(query, logger: logger).decode(
-                (Bool, Date?, Date?, Double?, Int32, Int32?, Bool, Date, Date).self
-            ).firstOfAll()
+        let askedAt = ContinuousClock.now
+        let (row, sentAt, answeredAt) = try await database.perform("budget grant") { client, logger in
+            try await client.withConnection { connection in
+                // Read around this exchange alone, so that the pool's lease and the hops of `perform`'s task stay
+                // outside the bounds on the clocks' offset, which every start's lag includes.
+                let sentAt = ContinuousClock.now
+                let row = try await connection.query(query, logger: logger).decode(
+                    (Bool, Date?, Date?, Double?, Int32, Int32?, Bool, Date, Date).self
+                ).firstOfAll()
+                return (row, sentAt, ContinuousClock.now)
+            }
         }
-        let answeredAt = ContinuousClock.now
         guard let (granted, startedAt, leaseExpiresAt, retryAfter, inFlight, _, notified, decidedAt, returnedAt) = row
         else {
             throw SharedStateError(kind: .rejected, operation: "budget grant", reason: "the database returned no row")
@@ -254,20 +260,35 @@ public final class SharedRateBudget: Sendable {
         return .granted(
             Grant(
                 id: grantID, startedAt: startedAt, writableAt: writableAt, leaseExpiresAt: leaseExpiresAt,
-                validUntil: sentAt + configuration.grantValidity, waited: answeredAt - arrival,
+                validUntil: askedAt + configuration.grantValidity, waited: answeredAt - arrival,
                 inFlight: Int(inFlight)))
     }
 
     /// Reports that the grant's request head was written at `instant` (this process's monotonic clock): the start
     /// then counts there, at the latest the database's clock can have read then, rather than in every window.
-    /// Reporting twice keeps the first.
-    public func markWritten(_ grant: Grant, at instant: ContinuousClock.Instant) async throws {
+    /// Reporting twice keeps the first. Returns how long after the grant's instant the start counts, and how wide
+    /// the bounds on the clocks' offset were then (a part of that lag).
+    @discardableResult
+    public func markWritten(_ grant: Grant, at instant: ContinuousClock.Instant) async throws -> StartReport {
         // The grant's own answer was a reading, so the bound is there; the lease's end is only a fallback.
-        let writtenBy = databaseClock.withLock { $0.latestDatabaseTime(at: instant) } ?? grant.leaseExpiresAt
+        let (latest, uncertainty) = databaseClock.withLock {
+            ($0.latestDatabaseTime(at: instant), $0.uncertainty(at: instant))
+        }
+        let writtenBy = latest ?? grant.leaseExpiresAt
         let secondsAfterStart = writtenBy.timeIntervalSince(grant.startedAt)
         _ = try await database.value(
             "budget write report", "SELECT lead_relay_budget_written(\(grant.id), \(secondsAfterStart))",
             as: Bool.self)
+        return StartReport(lag: .seconds(secondsAfterStart), clockUncertainty: uncertainty)
+    }
+
+    /// Where a reported start counts.
+    public struct StartReport: Sendable {
+        /// From the grant's instant to the instant the start counts at, by the database's clock: every window of
+        /// the budget is longer than `window + margin` by about this much.
+        public let lag: Duration
+        /// The width of the bounds on the clocks' offset at the report, included in `lag`.
+        public let clockUncertainty: Duration?
     }
 
     /// Ends the grant's lease; its start still counts in the window. Releasing twice is harmless.

@@ -34,6 +34,9 @@ import Testing
             }
             let grants = metrics.map { $0.value("lead_relay_shared_budget_grants_total") }.reduce(0, +)
             #expect(grants >= Double(stats.requestsTotal), "\(grants) grants for \(stats.requestsTotal) requests")
+            // Every reported start's lag is observed; a report still on its way at the scrape is not yet.
+            let lags = metrics.map { $0.value("lead_relay_shared_budget_start_lag_seconds_count") }.reduce(0, +)
+            #expect(lags > 0 && lags <= grants, "\(lags) start lags observed for \(grants) grants")
             try await world.expectInputCommittedToEnd(by: relays)
 
             let rate = apiStartRate(try await world.simulator.requestLog())

@@ -30,6 +30,10 @@ import Testing
         let latest = clock.latestDatabaseTime(at: origin + .milliseconds(20))!
         let ahead = latest.timeIntervalSince(target)
         #expect(ahead >= 0.001 && ahead < 0.001 + 1e-4)
+        // The two together are the width of the bounds: the round trip, which a start's lag includes.
+        let width = clock.uncertainty(at: at(20))!.timeInterval
+        #expect(abs(width - (late + ahead)) < 1e-5)
+        #expect(width >= 0.003 && width < 0.003 + 1e-4)
     }
 
     @Test func aQueryReadingTwiceBoundsEachSideByItsOwnReading() {
@@ -73,5 +77,6 @@ import Testing
         let clock = DatabaseClock(origin: origin)
         #expect(clock.localInstant(whenDatabaseReaches: Date()) == nil)
         #expect(clock.latestDatabaseTime(at: .now) == nil)
+        #expect(clock.uncertainty(at: .now) == nil)
     }
 }

@@ -171,12 +171,17 @@ import Testing
             try await withBudgets(2, of: server, configuration: configuration) { budgets in
                 try await withClients(1, of: server) { clients in
                     let first = try await budgets[0].acquire()
-                    try await budgets[0].markWritten(first, at: .now)
+                    let report = try await budgets[0].markWritten(first, at: .now)
                     let written = try await clients[0].query(
                         "SELECT written_at FROM lead_relay_budget_grants WHERE grant_id = \(first.id)"
                     ).decode(Date.self).reduce(into: [Date]()) { $0.append($1) }
                     let writtenAt = try #require(written.first)
                     #expect(writtenAt >= first.startedAt)
+                    // The lag reported is where the start counts (the database keeps microseconds), and it includes
+                    // the width of the clock bounds: the write came after `writableAt`, the lower bound's instant.
+                    #expect(abs(writtenAt.timeIntervalSince(first.startedAt) - report.lag.timeInterval) < 2e-6)
+                    let uncertainty = try #require(report.clockUncertainty)
+                    #expect(report.lag.timeInterval >= uncertainty.timeInterval - 1e-6)
                     let second = try await budgets[1].acquire()
                     let databaseNow = try await clients[0].query("SELECT clock_timestamp()").decode(Date.self)
                         .reduce(into: [Date]()) { $0.append($1) }
