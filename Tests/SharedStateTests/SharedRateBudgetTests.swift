@@ -1,4 +1,5 @@
 import Foundation
+import PostgresNIO
 import SharedState
 import TestSupport
 import Testing
@@ -191,6 +192,48 @@ import Testing
                     try await budgets[0].release(first)
                     try await budgets[1].release(second)
                 }
+            }
+        }
+    }
+
+    /// The clock bounds come from the grant's exchange alone: a grant that waits a second for the pool's one
+    /// connection (busy with a `pg_sleep`) is not a second less certain of the database's clock.
+    @Test func theClockBoundsLeaveOutTheWaitForAConnection() async throws {
+        let configuration = SharedRateBudget.Configuration(
+            budgetKey: uniqueName("budget"), grantValidity: .seconds(60), leaseDuration: .seconds(3600))
+        try await PostgresServer.with { server in
+            var options = PostgresClient.Configuration.Options()
+            options.maximumConnections = 1
+            let client = PostgresClient(
+                configuration: try DatabaseURL(server.url).clientConfiguration(options: options),
+                backgroundLogger: quietLogger)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await client.run() }
+                defer { group.cancelAll() }
+                try await SharedStateSchema.prepare(client: client, logger: quietLogger)
+                let budget = SharedRateBudget(
+                    client: client, configuration: configuration, holder: "relay-0", logger: quietLogger)
+                let busy = Task {
+                    for try await _ in try await client.query("SELECT 1 FROM pg_sleep(1)").decode(Int32.self) {}
+                }
+                try await withClients(1, of: server) { observers in
+                    try await waitUntil("the pool's connection to be busy") {
+                        var sleeping = 0
+                        for try await count in try await observers[0].query(
+                            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT 1 FROM pg_sleep(1)'"
+                        ).decode(Int.self) {
+                            sleeping = count
+                        }
+                        return sleeping == 1
+                    }
+                }
+                let grant = try await budget.acquire()
+                #expect(grant.waited > .milliseconds(500), "the grant did not wait for the connection")
+                let report = try await budget.markWritten(grant, at: .now)
+                let uncertainty = try #require(report.clockUncertainty)
+                #expect(uncertainty < .milliseconds(500), "the bounds include the wait: \(uncertainty)")
+                try await budget.release(grant)
+                try await busy.value
             }
         }
     }
