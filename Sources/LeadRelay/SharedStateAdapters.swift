@@ -171,7 +171,7 @@ final class SharedRequestBudget: RequestBudget {
         while true {
             let grant: SharedRateBudget.Grant
             do {
-                grant = try await budget.acquire()
+                grant = try await budget.acquire(handingOverAhead: BudgetPermit.handOverAhead)
             } catch let error as SharedStateError {
                 failures += 1
                 if failures == 1 || failures.isMultiple(of: 20) {
@@ -182,7 +182,7 @@ final class SharedRequestBudget: RequestBudget {
                 try await Task.sleep(for: retryBackoff.delay(afterAttempt: failures))
                 continue
             }
-            let waited = ContinuousClock.now - arrival
+            let waited = grant.writableAt - arrival
             metrics.grants.increment()
             metrics.grantWait.recordNanoseconds(waited.nanosecondsValue)
             metrics.groupInFlight.record(grant.inFlight)
@@ -196,7 +196,7 @@ final class SharedRequestBudget: RequestBudget {
                 state.recentGrants.append(now)
                 return state.nextID
             }
-            return BudgetPermit(waited: waited, grantedAt: .now, id: id)
+            return BudgetPermit(waited: waited, grantedAt: grant.writableAt, id: id)
         }
     }
 

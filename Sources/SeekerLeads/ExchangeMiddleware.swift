@@ -16,7 +16,8 @@ final class ExchangeRecord: Sendable {
     /// The request takes its permit in the middleware, after the body is encoded; the transport
     /// reports the instant the budget counts the start at.
     let budget: any RequestBudget
-    /// Asked once the permit is granted, as the last thing before the request goes out: false withdraws it.
+    /// Asked once the permit is granted, as the last thing before the request goes to the transport (which may wait
+    /// up to `BudgetPermit.handOverAhead` for the permit's instant before writing it): false withdraws it.
     let mayWrite: @Sendable () -> Bool
     private let recordedResponse = Mutex<Response?>(nil)
     private let permit = Mutex<BudgetPermit?>(nil)

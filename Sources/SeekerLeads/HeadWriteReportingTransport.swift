@@ -42,14 +42,17 @@ struct HeadWriteReportingTransport: ClientTransport {
         HTTPResponse, HTTPBody?
     ) {
         let clientRequest = try await Self.clientRequest(request, body: body, baseURL: baseURL)
-        let delegate = CollectingDelegate(exchange: ExchangeRecord.current, onProvenConnection: connections.take())
+        let exchange = ExchangeRecord.current
+        let delegate = CollectingDelegate(exchange: exchange, onProvenConnection: connections.take())
         let deadline = NIODeadline.now() + .nanoseconds(timeout.nanosecondsValue)
-        let task = client.execute(
-            request: clientRequest, delegate: delegate, eventLoop: .indifferent, deadline: deadline)
+        let client = client
+        let start = DueStart(on: client.eventLoopGroup.next(), notBefore: exchange?.grantedAt ?? .now) {
+            client.execute(request: clientRequest, delegate: delegate, eventLoop: .indifferent, deadline: deadline)
+        }
         let collected = try await withTaskCancellationHandler {
-            try await task.futureResult.get()
+            try await start.started().futureResult.get()
         } onCancel: {
-            task.cancel()
+            start.cancel()
         }
         if collected.head.isKeepAlive { connections.giveBack() }
         var headerFields = HTTPFields()
@@ -83,6 +86,86 @@ struct HeadWriteReportingTransport: ClientTransport {
         }
         return try HTTPClient.Request(
             url: url, method: HTTPMethod(rawValue: request.method.rawValue), headers: headers, body: requestBody)
+    }
+}
+
+/// Starts an exchange on an event loop once the budget's instant for it has come.
+///
+/// The budget may hand a permit over a little before its instant (`BudgetPermit.handOverAhead`), so that the request
+/// is built meanwhile; the last wait is the event loop's timer, and the exchange starts on the loop that writes it.
+/// A task's sleep and its hops onto the loop would put a millisecond or so between the instant and the write, and
+/// every window of the budget would be that much longer.
+private final class DueStart<Response: Sendable>: Sendable {
+    private enum State {
+        case waiting
+        case starting(cancelRequested: Bool)
+        case started(HTTPClient.Task<Response>)
+        case cancelled
+    }
+
+    private let eventLoop: any EventLoop
+    private let notBefore: ContinuousClock.Instant
+    private let start: @Sendable () -> HTTPClient.Task<Response>
+    private let promise: EventLoopPromise<HTTPClient.Task<Response>>
+    private let state = Mutex(State.waiting)
+
+    init(
+        on eventLoop: any EventLoop, notBefore: ContinuousClock.Instant,
+        start: @escaping @Sendable () -> HTTPClient.Task<Response>
+    ) {
+        self.eventLoop = eventLoop
+        self.notBefore = notBefore
+        self.start = start
+        promise = eventLoop.makePromise()
+    }
+
+    /// The started exchange, once its instant has come; throws `CancellationError` when cancelled before.
+    func started() async throws -> HTTPClient.Task<Response> {
+        eventLoop.execute { self.startWhenDue() }
+        return try await promise.futureResult.get()
+    }
+
+    func cancel() {
+        let task = state.withLock { state -> HTTPClient.Task<Response>? in
+            switch state {
+            case .waiting:
+                state = .cancelled
+                promise.fail(CancellationError())
+                return nil
+            case .starting:
+                state = .starting(cancelRequested: true)
+                return nil
+            case .started(let task):
+                return task
+            case .cancelled:
+                return nil
+            }
+        }
+        task?.cancel()
+    }
+
+    /// On the event loop: waits on its timer until `notBefore` has passed by this process's monotonic clock (the
+    /// timer's clock is another, so it is read again rather than trusted), then starts.
+    private func startWhenDue() {
+        let remaining = notBefore - .now
+        guard remaining <= .zero else {
+            eventLoop.scheduleTask(in: .nanoseconds(max(remaining.nanosecondsValue, 1))) { self.startWhenDue() }
+            return
+        }
+        let proceed = state.withLock { state -> Bool in
+            guard case .waiting = state else { return false }
+            state = .starting(cancelRequested: false)
+            return true
+        }
+        guard proceed else { return }
+        let task = start()
+        let cancelRequested = state.withLock { state -> Bool in
+            defer { state = .started(task) }
+            if case .starting(true) = state { return true }
+            return false
+        }
+        if cancelRequested { task.cancel() }
+        promise.succeed(task)
     }
 }
 

@@ -3,7 +3,8 @@
 public struct BudgetPermit: Sendable {
     /// How long the caller waited for it.
     public let waited: Duration
-    /// When the budget let the request go.
+    /// When the budget lets the request go: its head is not written before it (the transport waits for it). The
+    /// permit may be handed over up to `handOverAhead` earlier.
     public let grantedAt: ContinuousClock.Instant
     /// The budget's own name for the permit.
     public let id: UInt64
@@ -15,10 +16,18 @@ public struct BudgetPermit: Sendable {
     }
 }
 
+extension BudgetPermit {
+    /// How long before its instant a budget may hand a permit over. The caller builds the request meanwhile and
+    /// waits the rest on the event loop that writes it: a task's sleep overshoots by up to a millisecond or so, and
+    /// each window of the budget would last that much longer.
+    public static let handOverAhead = Duration.milliseconds(3)
+}
+
 /// The API's budget, as the client asks it before every request: `RateBudget` within one process, or one shared by
 /// several relays, which the layer above provides.
 public protocol RequestBudget: Sendable {
-    /// Waits for a start. Throws `CancellationError` when the calling task is cancelled first.
+    /// Waits for a start, and returns at most `BudgetPermit.handOverAhead` before the permit's `grantedAt`. Throws
+    /// `CancellationError` when the calling task is cancelled first.
     func acquire() async throws -> BudgetPermit
     /// The API had the permit's request by `instant`: its head's write to a connection the API has read from
     /// before, or its answer's arrival on a new connection. The start the API counts, within the margin.

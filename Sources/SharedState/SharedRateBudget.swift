@@ -124,7 +124,7 @@ public final class SharedRateBudget: Sendable {
         /// The start's instant, by the database's clock: its request is written at it or later.
         public let startedAt: Date
         /// The first instant of this process's monotonic clock at which the database's clock has surely reached
-        /// `startedAt`; `acquire` returns at it or later.
+        /// `startedAt`: its request is not to be written before.
         public let writableAt: ContinuousClock.Instant
         /// When the lease ends unless released, by the database's clock.
         public let leaseExpiresAt: Date
@@ -162,9 +162,10 @@ public final class SharedRateBudget: Sendable {
         await leaseReleased.listen(through: database, reconnectDelay: configuration.listenRetryDelay)
     }
 
-    /// Waits for a start, and returns once its instant has come. Throws `SharedStateError` when the database fails
+    /// Waits for a start, and returns `ahead` before its `writableAt` at the earliest: the caller must not write its
+    /// request before that instant, and may build it meanwhile. Throws `SharedStateError` when the database fails
     /// (the caller starts nothing meanwhile) and `CancellationError` when the task is cancelled.
-    public func acquire() async throws -> Grant {
+    public func acquire(handingOverAhead ahead: Duration = .zero) async throws -> Grant {
         let arrival = ContinuousClock.now
         let grant = try await turns.withTurn {
             // The next start is a pacing step after the last grant of this process at the earliest: asking before
@@ -203,7 +204,7 @@ public final class SharedRateBudget: Sendable {
         }
         // Outside the turn: the next acquirer of this process may be granted the next instant meanwhile.
         do {
-            try await Task.sleep(until: grant.writableAt, tolerance: .zero, clock: .continuous)
+            try await Task.sleep(until: grant.writableAt - ahead, tolerance: .zero, clock: .continuous)
         } catch {
             Task { try? await self.release(grant) }
             throw error

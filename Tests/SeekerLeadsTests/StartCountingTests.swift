@@ -5,7 +5,8 @@ import Testing
 
 @testable import SeekerLeads
 
-/// Grants every request at once and keeps, for each permit, when it was granted and when its start was counted.
+/// Grants every request at once, dated `datedAhead` later, and keeps, for each permit, its instant and when its start
+/// was counted.
 final class RecordingBudget: RequestBudget {
     struct Start: Sendable {
         var grantedAt: ContinuousClock.Instant
@@ -13,6 +14,11 @@ final class RecordingBudget: RequestBudget {
     }
 
     private let state = Locked<(nextID: UInt64, starts: [UInt64: Start])>((0, [:]))
+    private let datedAhead: Duration
+
+    init(datedAhead: Duration = .zero) {
+        self.datedAhead = datedAhead
+    }
 
     /// The starts in the order they were granted.
     var starts: [Start] {
@@ -20,7 +26,7 @@ final class RecordingBudget: RequestBudget {
     }
 
     func acquire() async throws -> BudgetPermit {
-        let now = ContinuousClock.now
+        let now = ContinuousClock.now + datedAhead
         let id = state.withLock { state in
             state.nextID += 1
             state.starts[state.nextID] = Start(grantedAt: now)
@@ -100,5 +106,37 @@ final class RecordingBudget: RequestBudget {
         #expect(onNew.count == 1 && onOpen.count == 1 && onNew != onOpen, "one connection was open, one was opened")
         let stats = await fixture.simulator.stats()
         #expect(stats.leadsStored == 4)
+    }
+
+    /// A permit handed over before its instant: the request is built at once, but its head is not written before
+    /// the instant (the second lead goes on the connection the first opened, so its start counts at its write).
+    @Test func aRequestIsNotWrittenBeforeItsPermitsInstant() async throws {
+        let budget = RecordingBudget(datedAhead: .milliseconds(300))
+        let fixture = try await SimulatorFixture.start(oauth: false, budget: budget)
+        for index in 0..<2 {
+            let outcome = try await fixture.client.submitLead(requestBody: validLeadBody(index), traceparent: nil)
+            guard case .accepted = outcome else { Issue.record("lead \(index): \(outcome)"); break }
+        }
+        try await fixture.stop()
+        let starts = budget.starts
+        try #require(starts.count == 2 && starts.allSatisfy { $0.countedAt != nil }, "\(starts)")
+        for start in starts {
+            #expect(start.countedAt! >= start.grantedAt, "written \(start.grantedAt - start.countedAt!) early")
+        }
+    }
+
+    /// Cancelled while its permit's instant is still to come, a request goes nowhere.
+    @Test func aRequestCancelledBeforeItsPermitsInstantIsNotSent() async throws {
+        let budget = RecordingBudget(datedAhead: .seconds(30))
+        let fixture = try await SimulatorFixture.start(oauth: false, budget: budget)
+        let client = fixture.client
+        let submission = Task { try await client.submitLead(requestBody: validLeadBody(0), traceparent: nil) }
+        try await waitUntil { budget.starts.count == 1 }
+        submission.cancel()
+        _ = try? await submission.value
+        let stats = await fixture.simulator.stats()
+        try await fixture.stop()
+        #expect(stats.leadsStored == 0)
+        #expect(budget.starts.allSatisfy { $0.countedAt == nil }, "no head was written")
     }
 }

@@ -196,6 +196,31 @@ import Testing
         }
     }
 
+    /// Asked to hand a grant over ahead, `acquire` returns before the instant the request may be written: the caller
+    /// waits the rest (the API client, on its event loop).
+    @Test func aGrantHandedOverAheadReturnsBeforeItsInstant() async throws {
+        let window = Duration.seconds(2)
+        let configuration = SharedRateBudget.Configuration(
+            budgetKey: uniqueName("budget"), maxInFlight: 10, rateLimit: 1, window: window, margin: .zero,
+            grantValidity: .seconds(60), leaseDuration: .seconds(3600), horizon: .seconds(3),
+            pollInterval: .seconds(3600))
+        try await PostgresServer.with { server in
+            try await withBudgets(1, of: server, configuration: configuration) { budgets in
+                let first = try await budgets[0].acquire()
+                let report = try await budgets[0].markWritten(first, at: .now)
+                let second = try await budgets[0].acquire(handingOverAhead: window)
+                let handedOverAt = ContinuousClock.now
+                #expect(
+                    abs(second.startedAt.timeIntervalSince(first.startedAt) - (report.lag + window).timeInterval) < 1e-5
+                )
+                #expect(handedOverAt < second.writableAt, "the second grant waited for its instant")
+                #expect(handedOverAt >= second.writableAt - window)
+                try await budgets[0].release(first)
+                try await budgets[0].release(second)
+            }
+        }
+    }
+
     /// The clock bounds come from the grant's exchange alone: a grant that waits a second for the pool's one
     /// connection (busy with a `pg_sleep`) is not a second less certain of the database's clock.
     @Test func theClockBoundsLeaveOutTheWaitForAConnection() async throws {
