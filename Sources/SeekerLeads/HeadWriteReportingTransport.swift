@@ -89,59 +89,93 @@ struct HeadWriteReportingTransport: ClientTransport {
     }
 }
 
+/// An exchange `DueStart` starts, and cancels when its caller is cancelled after the start.
+protocol CancellableExchange: Sendable {
+    func cancel()
+}
+
+extension HTTPClient.Task: CancellableExchange {}
+
 /// Starts an exchange on an event loop once the budget's instant for it has come.
 ///
 /// The budget may hand a permit over a little before its instant (`BudgetPermit.handOverAhead`), so that the request
 /// is built meanwhile; the last wait is the event loop's timer, and the exchange starts on the loop that writes it.
 /// A task's sleep and its hops onto the loop would put a millisecond or so between the instant and the write, and
 /// every window of the budget would be that much longer.
-private final class DueStart<Response: Sendable>: Sendable {
+///
+/// The caller is resumed directly, not through a future of the loop: a loop that shuts down while the start waits
+/// fails the timer's task, and the caller learns of it even though the loop runs nothing more. The loop must not
+/// have shut down when the start is made.
+final class DueStart<Exchange: CancellableExchange>: Sendable {
+    private typealias Caller = CheckedContinuation<Exchange, any Error>
+
     private enum State {
-        case waiting
-        case starting(cancelRequested: Bool)
-        case started(HTTPClient.Task<Response>)
-        case cancelled
+        /// Before the instant; `caller` is the one awaiting `started()`, once it does.
+        case waiting(caller: Caller?)
+        /// `start` runs on the event loop.
+        case starting(caller: Caller?, cancelRequested: Bool)
+        case ended(Result<Exchange, any Error>)
     }
 
     private let eventLoop: any EventLoop
     private let notBefore: ContinuousClock.Instant
-    private let start: @Sendable () -> HTTPClient.Task<Response>
-    private let promise: EventLoopPromise<HTTPClient.Task<Response>>
-    private let state = Mutex(State.waiting)
+    private let start: @Sendable () -> Exchange
+    private let state = Mutex(State.waiting(caller: nil))
 
-    init(
-        on eventLoop: any EventLoop, notBefore: ContinuousClock.Instant,
-        start: @escaping @Sendable () -> HTTPClient.Task<Response>
-    ) {
+    init(on eventLoop: any EventLoop, notBefore: ContinuousClock.Instant, start: @escaping @Sendable () -> Exchange) {
         self.eventLoop = eventLoop
         self.notBefore = notBefore
         self.start = start
-        promise = eventLoop.makePromise()
-    }
-
-    /// The started exchange, once its instant has come; throws `CancellationError` when cancelled before.
-    func started() async throws -> HTTPClient.Task<Response> {
         eventLoop.execute { self.startWhenDue() }
-        return try await promise.futureResult.get()
     }
 
-    func cancel() {
-        let task = state.withLock { state -> HTTPClient.Task<Response>? in
-            switch state {
-            case .waiting:
-                state = .cancelled
-                promise.fail(CancellationError())
-                return nil
-            case .starting:
-                state = .starting(cancelRequested: true)
-                return nil
-            case .started(let task):
-                return task
-            case .cancelled:
+    /// The started exchange, once its instant has come; throws `CancellationError` when cancelled before, and the
+    /// event loop's error when it shut down before.
+    func started() async throws -> Exchange {
+        try await withCheckedThrowingContinuation { (caller: Caller) in
+            let ended = state.withLock { state -> Result<Exchange, any Error>? in
+                switch state {
+                case .waiting(nil):
+                    state = .waiting(caller: caller)
+                case .starting(nil, let cancelRequested):
+                    state = .starting(caller: caller, cancelRequested: cancelRequested)
+                case .ended(let result):
+                    return result
+                case .waiting(.some), .starting(.some, _):
+                    preconditionFailure("a start has one caller")
+                }
                 return nil
             }
+            if let ended { caller.resume(with: ended) }
         }
-        task?.cancel()
+    }
+
+    /// Before the start, it is never made; after it, the exchange is cancelled.
+    func cancel() {
+        end(with: CancellationError())?.cancel()
+    }
+
+    /// Ends a start still waiting with `error`, or has one that is being made cancelled once made; returns the
+    /// exchange when it was made.
+    @discardableResult
+    private func end(with error: any Error) -> Exchange? {
+        var caller: Caller?
+        let exchange = state.withLock { state -> Exchange? in
+            switch state {
+            case .waiting(let waiting):
+                caller = waiting
+                state = .ended(.failure(error))
+            case .starting(let starting, _):
+                state = .starting(caller: starting, cancelRequested: true)
+            case .ended(.success(let exchange)):
+                return exchange
+            case .ended(.failure):
+                break
+            }
+            return nil
+        }
+        caller?.resume(throwing: error)
+        return exchange
     }
 
     /// On the event loop: waits on its timer until `notBefore` has passed by this process's monotonic clock (the
@@ -150,22 +184,25 @@ private final class DueStart<Response: Sendable>: Sendable {
         let remaining = notBefore - .now
         guard remaining <= .zero else {
             eventLoop.scheduleTask(in: .nanoseconds(max(remaining.nanosecondsValue, 1))) { self.startWhenDue() }
+                .futureResult.whenFailure { self.end(with: $0) }
             return
         }
         let proceed = state.withLock { state -> Bool in
-            guard case .waiting = state else { return false }
-            state = .starting(cancelRequested: false)
+            guard case .waiting(let caller) = state else { return false }
+            state = .starting(caller: caller, cancelRequested: false)
             return true
         }
         guard proceed else { return }
-        let task = start()
-        let cancelRequested = state.withLock { state -> Bool in
-            defer { state = .started(task) }
-            if case .starting(true) = state { return true }
-            return false
+        let exchange = start()
+        let (caller, cancelRequested) = state.withLock { state -> (Caller?, Bool) in
+            guard case .starting(let caller, let cancelRequested) = state else {
+                preconditionFailure("only the loop ends a start that is starting")
+            }
+            state = .ended(.success(exchange))
+            return (caller, cancelRequested)
         }
-        if cancelRequested { task.cancel() }
-        promise.succeed(task)
+        if cancelRequested { exchange.cancel() }
+        caller?.resume(returning: exchange)
     }
 }
 

@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOPosix
 import SeekerLeadsSimulator
 import TestSupport
 import Testing
@@ -139,4 +141,24 @@ final class RecordingBudget: RequestBudget {
         #expect(stats.leadsStored == 0)
         #expect(budget.starts.allSatisfy { $0.countedAt == nil }, "no head was written")
     }
+
+    /// An event loop shut down while a start waits for its instant: the caller is told, and nothing starts.
+    @Test(.timeLimit(.minutes(1))) func aStartWaitingForItsInstantFailsWhenItsEventLoopShutsDown() async throws {
+        let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let eventLoop = eventLoopGroup.next()
+        let starts = Locked(0)
+        let start = DueStart(on: eventLoop, notBefore: .now + .seconds(30)) {
+            starts.withLock { $0 += 1 }
+            return UnusedExchange()
+        }
+        // Tasks run on the loop in order: once this one has, the start waits on the loop's timer.
+        try await eventLoop.submit {}.get()
+        try await eventLoopGroup.shutdownGracefully()
+        await #expect(throws: EventLoopError.self) { try await start.started() }
+        #expect(starts.withLock { $0 } == 0)
+    }
+}
+
+private struct UnusedExchange: CancellableExchange {
+    func cancel() {}
 }
