@@ -29,12 +29,15 @@ final class BudgetAccountingHandler: ChannelDuplexHandler, RemovableChannelHandl
     typealias OutboundOut = PipelineResponsePart
 
     private let state: SimulatorState
+    /// Bounds how late the counting event loop reads, when this handler's channel is on it.
+    private let readDelay: ReadDelayBound?
     /// For each request of this connection not yet answered, in order (HTTP/1 answers in order):
     /// whether it was counted against the budget.
     private var unanswered: [Bool] = []
 
-    init(state: SimulatorState) {
+    init(state: SimulatorState, readDelay: ReadDelayBound?) {
         self.state = state
+        self.readDelay = readDelay
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -47,7 +50,8 @@ final class BudgetAccountingHandler: ChannelDuplexHandler, RemovableChannelHandl
         request.headerFields[.simulatorBudgetViolation] = nil
         let budgeted = Self.isBudgeted(request)
         if budgeted {
-            let arrival = state.admit(at: .now)
+            let now = ContinuousClock.now
+            let arrival = state.admit(readAt: now, earliestArrival: readDelay?.earliestArrival(ofReadAt: now) ?? now)
             request.headerFields[.simulatorArrival] = String(arrival.nanosecondsSinceStart)
             if let violation = arrival.violation {
                 request.headerFields[.simulatorBudgetViolation] = violation

@@ -12,12 +12,11 @@ import ServiceLifecycle
 public enum SeekerLeadsSimulator {
     /// The Hummingbird application serving the simulator; run it as a `Service`.
     /// `onRunning` gets the bound port once the server listens. The budget is counted on
-    /// `eventLoopGroup`'s loops as request heads are read, so a busy loop delays the count: give it
-    /// `makeCountingEventLoopGroup`'s.
+    /// `eventLoopGroup`'s loop as request heads are read.
     public static func makeApplication(
         options: SimulatorOptions,
         logger: Logger,
-        eventLoopGroup: EventLoopGroupProvider,
+        eventLoopGroup: CountingEventLoopGroup,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) throws -> (application: some ApplicationProtocol, controller: SimulatorController) {
         let state = SimulatorState(options: options)
@@ -32,10 +31,13 @@ public enum SeekerLeadsSimulator {
         addAdminRoutes(to: router, state: state)
         let application = Application(
             router: router,
-            server: .http1(configuration: .init(additionalChannelHandlers: [BudgetAccountingHandler(state: state)])),
+            server: .http1(
+                configuration: .init(additionalChannelHandlers: [
+                    BudgetAccountingHandler(state: state, readDelay: eventLoopGroup.readDelay)
+                ])),
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "seeker-leads-sim"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? options.port) },
-            eventLoopGroupProvider: eventLoopGroup,
+            eventLoopGroupProvider: .shared(eventLoopGroup.group),
             logger: logger
         )
         return (application, SimulatorController(state: state))
@@ -48,7 +50,7 @@ public enum SeekerLeadsSimulator {
         let eventLoopGroup = await makeCountingEventLoopGroup(logger: logger)
         let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
         let (application, controller) = try makeApplication(
-            options: options, logger: logger, eventLoopGroup: .shared(eventLoopGroup)
+            options: options, logger: logger, eventLoopGroup: eventLoopGroup
         ) { port in
             portContinuation.yield(port)
             portContinuation.finish()
@@ -185,7 +187,7 @@ public final class RunningSimulator: Sendable {
     public let controller: SimulatorController
     private let group: ServiceGroup
     private let run: Task<Void, any Error>
-    private let eventLoopGroup: MultiThreadedEventLoopGroup
+    private let eventLoopGroup: CountingEventLoopGroup
 
     init(
         host: String,
@@ -193,7 +195,7 @@ public final class RunningSimulator: Sendable {
         controller: SimulatorController,
         group: ServiceGroup,
         run: Task<Void, any Error>,
-        eventLoopGroup: MultiThreadedEventLoopGroup
+        eventLoopGroup: CountingEventLoopGroup
     ) {
         self.host = host
         self.port = port

@@ -12,7 +12,7 @@ public struct SimulatorStats: Sendable, Codable, Equatable {
     public var duplicateLeadsReceived: Int
     /// The most API requests in flight at once.
     public var maxConcurrency: Int
-    /// The most API request starts (arrivals) seen in any window.
+    /// The most API request starts (arrivals) surely within one window.
     public var maxStartsPerWindow: Int
     /// Requests that went over the budget (each answered 429).
     public var violations: Int
@@ -77,6 +77,7 @@ final class SimulatorState: Sendable {
         var tokensIssued = 0
         var inFlight = 0
         var maxConcurrency = 0
+        /// The earliest arrival of each recent start, in the order they were read.
         var recentArrivals: [ContinuousClock.Instant] = []
         var recentArrivalsHead = 0
         var maxStartsPerWindow = 0
@@ -110,22 +111,30 @@ final class SimulatorState: Sendable {
 
     // MARK: - Budget
 
-    /// Counts the start when its head is read; over the budget means a violation. The request stays
-    /// in flight until `requestEnded()`.
-    func admit(at now: ContinuousClock.Instant) -> Arrival {
+    /// Counts the start when its head is read at `readAt`, having arrived at `earliestArrival` at the earliest
+    /// (`ReadDelayBound`); over the budget means a violation. The request stays in flight until `requestEnded()`.
+    ///
+    /// A start breaks the rate only when the window surely held more than `rateLimit` arrivals: it arrived by
+    /// `readAt`, and the others counted are those that cannot have arrived a window or more before it. Counting
+    /// read instants instead would blame the client for reads the simulator's own thread delayed and then made
+    /// together (a stalled machine: 11 reads within 194 ms where the writes were 205 ms apart). `earliestArrival`
+    /// must not go back from one call to the next.
+    func admit(readAt now: ContinuousClock.Instant, earliestArrival: ContinuousClock.Instant) -> Arrival {
         let sinceStart = (now - startedAt).nanosecondsValue
         return counters.withLock { state in
             state.inFlight += 1
             state.maxConcurrency = max(state.maxConcurrency, state.inFlight)
-            state.recentArrivals.append(now)
-            while state.recentArrivals[state.recentArrivalsHead] <= now - window {
+            while state.recentArrivalsHead < state.recentArrivals.count,
+                state.recentArrivals[state.recentArrivalsHead] <= now - window
+            {
                 state.recentArrivalsHead += 1
             }
             if state.recentArrivalsHead > 4096 {
                 state.recentArrivals.removeFirst(state.recentArrivalsHead)
                 state.recentArrivalsHead = 0
             }
-            let startsInWindow = state.recentArrivals.count - state.recentArrivalsHead
+            let startsInWindow = state.recentArrivals.count - state.recentArrivalsHead + 1
+            state.recentArrivals.append(min(earliestArrival, now))
             state.maxStartsPerWindow = max(state.maxStartsPerWindow, startsInWindow)
             let kind: String?
             if state.inFlight > options.maxInFlight {
@@ -140,7 +149,7 @@ final class SimulatorState: Sendable {
         }
     }
 
-    /// Ends a request counted by `admit(at:)`: its response's head was written (the API answered) or its
+    /// Ends a request counted by `admit(readAt:earliestArrival:)`: its response's head was written (the API answered) or its
     /// connection closed.
     func requestEnded() {
         counters.withLock { $0.inFlight -= 1 }

@@ -80,7 +80,7 @@ struct SimulatorCommand: AsyncParsableCommand {
         let eventLoopGroup = await SeekerLeadsSimulator.makeCountingEventLoopGroup(
             realtime: realtimeCounting, logger: logger)
         let (application, _) = try SeekerLeadsSimulator.makeApplication(
-            options: options, logger: logger, eventLoopGroup: .shared(eventLoopGroup)
+            options: options, logger: logger, eventLoopGroup: eventLoopGroup
         ) { boundPort in
             // The one line on stdout: tests and scripts read the base URL from it.
             FileHandle.standardOutput.write(Data("SEEKER_LEADS_BASE_URL=http://\(announcedHost):\(boundPort)\n".utf8))

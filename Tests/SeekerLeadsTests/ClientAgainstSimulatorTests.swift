@@ -63,9 +63,11 @@ struct SimulatorFixture: Sendable {
         faults: SimulatorFaults = SimulatorFaults(),
         oauth: Bool = true,
         retry: Backoff = Backoff(base: .milliseconds(5), max: .milliseconds(50)),
-        budget: (any RequestBudget)? = nil
+        budget: (any RequestBudget)? = nil,
+        simulatorWindowMs: Int = 200
     ) async throws -> SimulatorFixture {
         var options = SimulatorOptions()
+        options.windowMs = simulatorWindowMs
         options.clientSecret = clientSecret
         options.staticToken = "test-static-token"
         options.faults = faults
@@ -319,6 +321,24 @@ struct SimulatorFixture: Sendable {
         #expect(statuses == Array(repeating: 200, count: 10) + [429])
         try await http.shutdown()
         try await fixture.stop()
+    }
+
+    /// The rate as the simulator counts it, against how early each request can have arrived: eleven requests one
+    /// after another within its window (a minute here, so that a slow machine cannot spread them out of it) surely
+    /// arrived within it, and the eleventh breaks it.
+    @Test func simulatorCountsAnEleventhStartWithinAWindowAsAViolation() async throws {
+        let fixture = try await SimulatorFixture.start(oauth: false, simulatorWindowMs: 60_000)
+        let http = SimulatorHTTP(fixture.simulator, paced: false)
+        var statuses: [Int] = []
+        for index in 0..<11 {
+            statuses.append(try await http.postLead(index).status)
+        }
+        let stats = await fixture.simulator.stats()
+        try await http.shutdown()
+        try await fixture.stop()
+        #expect(stats.violationsByKind == ["rate": 1])
+        #expect(statuses == Array(repeating: 200, count: 10) + [429])
+        #expect(stats.maxStartsPerWindow == 11)
     }
 
     @Test func simulatorRejectsInvalidBodiesAndMissingTokens() async throws {
